@@ -1,0 +1,42 @@
+# Portico: `make run` serves the portal with demo data; `make test` runs the whole suite.
+# Each installs what it needs: a virtualenv in .venv, and the system packages WeasyPrint
+# (and, for the tests, Chromium) need when they are missing and apt-get can install them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+TEST_SYSTEM_PACKAGES := chromium poppler-utils
+
+.PHONY: run test test-sqlite test-postgresql system-deps test-system-deps clean
+
+$(BIN)/portico: setup.cfg pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/portico
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	@sh .ci/system-packages $(SYSTEM_PACKAGES)
+
+test-system-deps:
+	@sh .ci/system-packages $(SYSTEM_PACKAGES) $(TEST_SYSTEM_PACKAGES)
+
+run: system-deps $(BIN)/portico
+	@mkdir -p instance
+	PORTICO_ENV=development $(BIN)/portico migrate
+	PORTICO_ENV=development PORTICO_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/portico demo
+	PORTICO_ENV=development PORTICO_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/portico serve --port $(PORT)
+
+# The suite runs twice: on SQLite, then on PostgreSQL (PORTICO_TEST_POSTGRES_URL).
+test: test-system-deps $(VENV)/.test-deps
+	$(BIN)/pytest
+	PORTICO_TEST_DATABASE=postgresql $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) instance test-output

@@ -1,0 +1,47 @@
+"""Portico: a self-hosted customer portal with the billing core under it.
+
+``create_app`` builds the Flask application: configuration, database, job queue, plugins
+and the blueprints of each area. Plugins import ``hookimpl`` from here.
+"""
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from core import config as configuration
+from core import jobs, web
+from core import plugins as plugin_system
+from core.config import ConfigError
+from core.hookspecs import hookimpl
+from core.models import UnsupportedDatabase, db, init_db
+
+__all__ = ["create_app", "hookimpl", "ConfigError"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config=None, plugins=()):
+    """Build the application. ``config`` overrides every other source; ``plugins`` are extra
+    plugin objects registered beside the installed ones (handy in tests).
+
+    Raises ``ConfigError`` with a one-line message when the configuration cannot work.
+    """
+    instance_path = os.environ.get("PORTICO_INSTANCE_PATH") or str(ROOT / "instance")
+    app = Flask("portico", root_path=str(ROOT / "core"), template_folder=str(ROOT / "templates"),
+                instance_path=instance_path)
+    configuration.load(app, config)
+    try:
+        init_db(app.config["DATABASE_URL"])
+    except UnsupportedDatabase as error:
+        raise ConfigError(str(error)) from None
+    jobs.init_app(app)
+    plugin_system.init_app(app, plugins)
+    web.init_app(app)
+
+    @app.teardown_appcontext
+    def close_db(_exc):
+        if not db.is_closed():
+            db.close()
+
+    return app

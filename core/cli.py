@@ -1,0 +1,157 @@
+"""The ``portico`` command: migrate, serve, work the queue, list plugins, create records, seed a demo.
+
+Every command builds the application from the environment (``PORTICO_*``) and stops with one
+clear line, never a traceback, when the configuration cannot work.
+"""
+
+import functools
+import json
+import logging
+
+import click
+
+from core import ConfigError, create_app
+
+
+def with_app(command):
+    """Build the app for ``command`` and run it inside an application context."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            app = create_app()
+        except ConfigError as error:
+            raise click.ClickException(str(error)) from None
+        with app.app_context():
+            return command(app, *args, **kwargs)
+
+    return wrapper
+
+
+@click.group(help=__doc__.splitlines()[0])
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@main.command()
+@with_app
+def migrate(app):
+    """Apply pending database migrations (the core's, then each plugin's)."""
+    from core.models import migrate as apply
+
+    applied = apply(app)
+    click.echo("\n".join(f"applied {name}" for name in applied) or "database is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, envvar="PORT")
+@with_app
+def serve(app, host, port):
+    """Serve the portal with the development server (use gunicorn in production)."""
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@with_app
+def worker(app, burst):
+    """Run an RQ worker with its scheduler; the app and plugins are loaded once, before forking."""
+    from core.jobs import run_worker
+
+    try:
+        run_worker(app, burst=burst)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@with_app
+def plugins(app):
+    """List installed plugins, their versions and the hooks they implement."""
+    from core.plugins import registry
+
+    for info in registry(app).info:
+        click.echo(f"{info.name:<12} {info.version:<10} {', '.join(info.hooks)}")
+
+
+@main.command("create-business")
+@click.option("--name", required=True)
+@click.option("--legal-name", default="")
+@click.option("--support-email", default=None)
+@with_app
+def create_business(app, name, legal_name, support_email):
+    """Create a business and print its id."""
+    from core.models import Business
+
+    business = Business.create(name=name, legal_name=legal_name or name, support_email=support_email)
+    click.echo(business.id)
+
+
+def _business(business_id):
+    from core.models import Business
+
+    business = Business.get_or_none(Business.id == business_id)
+    if business is None:
+        raise click.ClickException(f"no business with id {business_id!r}")
+    return business
+
+
+@main.command("create-merchant-user")
+@click.option("--business", "business_id", required=True, help="The business id (bus_…).")
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@with_app
+def create_merchant_user(app, business_id, email, password):
+    """Create a dashboard login for a business."""
+    from peewee import IntegrityError
+
+    from core.auth import create_merchant_user as create
+
+    try:
+        user = create(_business(business_id), email, password)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except IntegrityError:
+        raise click.ClickException(f"a merchant user with e-mail {email!r} already exists") from None
+    click.echo(user.id)
+
+
+@main.command("create-api-key")
+@click.option("--business", "business_id", required=True, help="The business id (bus_…).")
+@click.option("--mode", type=click.Choice(["test", "live"]), default="test", show_default=True)
+@click.option("--name", default="")
+@with_app
+def create_api_key(app, business_id, mode, name):
+    """Create an API key and print it once: only its hash is stored."""
+    from core.auth import create_api_key as create
+
+    _, raw = create(_business(business_id), mode, name)
+    click.echo(raw)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@with_app
+def demo(app, as_json):
+    """Seed a demo business (idempotently) and print the links, login and API key to try it."""
+    from core.demo import seed
+
+    result = seed(app)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"Demo business: {result['business']['name']} ({result['business']['id']})")
+    click.echo(f"  Static link (live): {result['static_links']['live']}")
+    click.echo(f"  Static link (test): {result['static_links']['test']}")
+    click.echo("  Magic links (single use, 24 hours):")
+    for link in result["magic_links"]:
+        click.echo(f"    {link['mode']:<4} {link['email']:<24} {link['link']}")
+    click.echo(f"  Dashboard: {result['merchant']['url']}  "
+               f"{result['merchant']['email']} / {result['merchant']['password']}")
+    click.echo(f"  Test-mode API key: {result['api_key']}")
+
+
+
+if __name__ == "__main__":
+    main()

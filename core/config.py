@@ -1,0 +1,93 @@
+"""Configuration: built-in defaults, then ``instance/portico.cfg``, then ``PORTICO_*`` variables.
+
+Every setting can come from the environment: ``PORTICO_DATABASE_URL`` sets ``DATABASE_URL``,
+``PORTICO_STRIPE_SECRET_KEY`` sets a plugin's ``STRIPE_SECRET_KEY``. Values are read with the
+type of their default (integers, booleans ``1/true/yes``, comma-separated lists).
+"""
+
+import os
+
+ENV_PREFIX = "PORTICO_"
+CONFIG_FILE = "portico.cfg"
+
+DEFAULTS = {
+    "ENV": "production",  # production, development or testing
+    "SECRET_KEY": None,
+    "DATABASE_URL": None,  # default: sqlite:///<instance>/portico.db
+    "REDIS_URL": None,  # without it, jobs run in-process
+    "QUEUE_NAME": "portico",
+    "BASE_URL": "http://127.0.0.1:8000",  # the canonical address used in e-mailed links
+    "DISABLED_PLUGINS": [],
+    "MAIL_FROM": "Portico <no-reply@localhost>",
+    "SMTP_HOST": None,  # without it, e-mails go to the log outbox
+    "SMTP_PORT": 587,
+    "SMTP_USERNAME": None,
+    "SMTP_PASSWORD": None,
+    "SMTP_STARTTLS": True,
+    "SMTP_SSL": False,
+    "SMTP_TIMEOUT": 15,
+    "MAIL_OUTBOX": None,  # default: <instance>/outbox.mbox
+    "MAGIC_LINK_TTL": 24 * 3600,
+    "SESSION_TTL": 24 * 3600,
+    "RENEWAL_SWEEP_INTERVAL": 60,
+}
+
+DEV_SECRET = "dev-only-secret-key-never-use-in-production"
+
+
+class ConfigError(Exception):
+    """Portico cannot start with this configuration; the message says what to fix."""
+
+
+def _coerce(name: str, raw: str, default):
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} expects a whole number, got {raw!r}") from None
+    if isinstance(default, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def from_environ(environ=None) -> dict:
+    """The settings named by ``PORTICO_*`` variables, typed like their defaults."""
+    environ = os.environ if environ is None else environ
+    settings = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "INSTANCE_PATH":
+            key = name[len(ENV_PREFIX):]
+            settings[key] = _coerce(name, raw, DEFAULTS.get(key))
+    return settings
+
+
+def load(app, overrides=None):
+    """Fill ``app.config`` in order of precedence and check what must hold before start-up."""
+    app.config.update(DEFAULTS)
+    app.config.from_pyfile(os.path.join(app.instance_path, CONFIG_FILE), silent=True)
+    app.config.update(from_environ())
+    app.config.update(overrides or {})
+    cfg = app.config
+    if cfg["ENV"] not in ("production", "development", "testing"):
+        raise ConfigError(f"PORTICO_ENV must be production, development or testing, not {cfg['ENV']!r}")
+    cfg["TESTING"] = cfg["ENV"] == "testing"
+    if not cfg["SECRET_KEY"]:
+        if cfg["ENV"] == "production":
+            raise ConfigError("PORTICO_SECRET_KEY is not set: production needs a random secret "
+                              "of at least 32 characters (python -c 'import secrets; "
+                              "print(secrets.token_urlsafe(48))')")
+        cfg["SECRET_KEY"] = DEV_SECRET
+    elif cfg["ENV"] == "production" and (len(cfg["SECRET_KEY"]) < 32 or cfg["SECRET_KEY"] == DEV_SECRET):
+        raise ConfigError("PORTICO_SECRET_KEY is too weak for production: use a random value "
+                          "of at least 32 characters")
+    if not cfg["DATABASE_URL"]:
+        cfg["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "portico.db")
+    if not cfg["MAIL_OUTBOX"]:
+        cfg["MAIL_OUTBOX"] = os.path.join(app.instance_path, "outbox.mbox")
+    cfg["BASE_URL"] = cfg["BASE_URL"].rstrip("/")
+    production = cfg["ENV"] == "production"
+    cfg.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+               SESSION_COOKIE_SECURE=production,
+               SESSION_COOKIE_NAME="__Host-portico" if production else "portico")

@@ -1,0 +1,175 @@
+"""The whole plugin contract: every hook Portico calls, and the objects they exchange.
+
+A plugin is any module or object with functions marked ``@hookimpl`` whose names match
+the specs below. Built-in features are plugins too (``plugins/``), registered through the
+``portico`` entry-point group exactly as a third-party package registers its own.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("portico")
+hookimpl = pluggy.HookimplMarker("portico")
+
+
+# --- Objects exchanged through the hooks -------------------------------------------------
+
+
+class TransientProviderError(Exception):
+    """A payment provider could not answer (network, 5xx, timeout): retry with the same key."""
+
+
+@dataclass(frozen=True)
+class CardDetails:
+    """What a provider tells us about a tokenized card; never the card number itself."""
+
+    token: str
+    brand: str
+    last4: str
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """The outcome of a charge: a decline is a result, not an exception.
+
+    ``status`` is ``succeeded``, ``declined`` or ``requires_action`` (the customer must
+    complete a step at ``action_url``, e.g. 3-D Secure; the outcome arrives later).
+    """
+
+    status: str
+    reference: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    action_url: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """The outcome of a refund: ``succeeded``, ``pending`` or ``failed``."""
+
+    status: str
+    reference: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class LicenseCheck:
+    """Whether a key may be used now, and if not, a stable reason code."""
+
+    valid: bool
+    reason: str | None = None
+
+
+@dataclass
+class Notification:
+    """What a notifier hears: a recorded event, or a one-off message such as a sign-in link.
+
+    ``secrets`` carries values that must reach the recipient but are never stored or
+    queued (a sign-in link); notifiers other than the one addressing the customer ignore it.
+    """
+
+    id: str
+    type: str
+    business_id: str
+    mode: str
+    data: dict
+    created_at: datetime
+    customer_id: str | None = None
+    secrets: dict = field(default_factory=dict)
+
+
+class PaymentProvider(Protocol):
+    """A payment provider, as returned by ``register_payment_providers``.
+
+    The core dispatches on ``name``, the value stored on every saved payment method.
+    """
+
+    name: str
+    modes: tuple[str, ...]  # the modes it serves: ("test",), ("live",) or both
+
+    def setup_url(self, *, customer, return_url: str) -> str:
+        """The provider's own page for adding a card; it ends by redirecting to
+        ``return_url`` with ``?payment_method=<id>`` of the saved method."""
+
+    def tokenize(self, *, customer, source: str) -> CardDetails:
+        """Turn a provider token (or, for test providers, a test card) into a reusable
+        card; raises ``ValueError`` with a plain message when it cannot."""
+
+    def charge(self, *, payment_method, amount: int, currency: str, idempotency_key: str,
+               description: str = "") -> ChargeResult:
+        """Charge a saved method once per ``idempotency_key``; a repeat returns the first
+        result. Raises ``TransientProviderError`` only when the outcome is unknown."""
+
+    def refund(self, *, reference: str, amount: int, currency: str,
+               idempotency_key: str) -> RefundResult:
+        """Refund (part of) a charge once per ``idempotency_key``."""
+
+
+class LicenseSource(Protocol):
+    """A source of license keys, as returned by ``register_license_sources``."""
+
+    name: str
+
+    def issue(self, *, product, customer, activations_limit: int | None,
+              expires_at: datetime | None, payment=None, subscription=None):
+        """Issue a key for a purchase and return its ``LicenseKey`` record."""
+
+    def validate(self, *, license_key) -> LicenseCheck:
+        """Whether ``license_key`` may be used now."""
+
+    def revoke(self, *, license_key) -> None:
+        """Disable ``license_key`` for good."""
+
+
+# --- Hook specifications -------------------------------------------------------------------
+
+
+@hookspec
+def register_payment_providers(app):
+    """Return a list of payment provider objects (see ``PaymentProvider``)."""
+
+
+@hookspec
+def register_license_sources(app):
+    """Return a list of license source objects (see ``LicenseSource``)."""
+
+
+@hookspec
+def notify(notification, app):
+    """Hear one event (a ``Notification``) and act on it: send an e-mail, deliver a webhook.
+
+    Each notifier is called in its own job, so one that fails never blocks another;
+    raising marks that delivery for retry.
+    """
+
+
+@hookspec(firstresult=True)
+def render_invoice(invoice, html, app):
+    """Render ``invoice`` (with ``html``, the rendered invoice template) and return PDF bytes.
+
+    The first plugin that answers wins; the built-in ``pdf`` renderer runs last.
+    """
+
+
+@hookspec
+def register_blueprints(app):
+    """Return a list of Flask blueprints to mount (a provider's card form, its webhooks)."""
+
+
+@hookspec
+def register_migrations(app):
+    """Return the folder of this plugin's own migrations, for the tables it keeps."""
+
+
+@hookspec
+def prepare_worker(app):
+    """Called once in a worker process before it forks job processes: warm slow imports here."""

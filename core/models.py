@@ -1,0 +1,565 @@
+"""The data model: every record Portico keeps, as peewee models on one database proxy.
+
+Every record belongs to one business and one mode (``test`` or ``live``). Ids are prefixed
+random strings, money is integer minor units with an ISO-4217 currency, times are UTC.
+"""
+
+import json
+import secrets
+import string
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+
+db = pw.DatabaseProxy()
+
+MODES = ("test", "live")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def utcnow() -> datetime:
+    """The current time, UTC-aware."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A fresh prefixed id such as ``cus_3xQ…``: 22 random base62 characters (~131 bits)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+
+
+# --- Database -------------------------------------------------------------------------------
+
+SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 10000, "foreign_keys": 1,
+                  "synchronous": "normal"}
+
+
+class UnsupportedDatabase(ValueError):
+    """The database URL names a scheme Portico does not run on."""
+
+
+def init_db(url: str):
+    """Point the proxy at the database named by ``url`` (sqlite:/// or postgresql://)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        database = connect_url(url, pragmas=SQLITE_PRAGMAS)
+    elif scheme in ("postgres", "postgresql"):
+        database = connect_url(url)
+    else:
+        raise UnsupportedDatabase(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///path or postgresql://…")
+    db.initialize(database)
+    return database
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, pw.SqliteDatabase)
+
+
+@contextmanager
+def locked():
+    """A write transaction that serialises with other writers: ``BEGIN IMMEDIATE`` on SQLite;
+    on PostgreSQL a plain transaction in which callers lock rows with ``for_update``."""
+    with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic() as txn:
+        yield txn
+
+
+def for_update(query):
+    """Lock the selected rows until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    return query if is_sqlite() else query.for_update()
+
+
+# --- Fields ---------------------------------------------------------------------------------
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    """A timestamp stored as naive UTC and read back UTC-aware."""
+
+    def db_value(self, value):
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class JSONField(pw.TextField):
+    """A JSON document kept as text, portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class MoneyField(pw.BigIntegerField):
+    """An amount in minor units of its row's currency (cents, yen, fils); never a float."""
+
+
+class BaseModel(pw.Model):
+    """Common base: a prefixed string id and a creation time."""
+
+    id = pw.CharField(primary_key=True, max_length=40)
+    created_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        id_prefix = None
+
+    def __init__(self, *args, **kwargs):
+        loading = kwargs.get("__no_default__")  # peewee building a row read from the database
+        super().__init__(*args, **kwargs)
+        if not loading and self.id is None and self._meta.id_prefix:
+            self.id = new_id(self._meta.id_prefix)
+            self._pk_set_by_default = True
+
+    def save(self, *args, **kwargs):
+        if getattr(self, "_pk_set_by_default", False):
+            kwargs.setdefault("force_insert", True)
+            self._pk_set_by_default = False
+        return super().save(*args, **kwargs)
+
+
+class Business(BaseModel):
+    """A merchant running the portal: identity, invoice details, branding, portal settings."""
+
+    name = pw.CharField()
+    legal_name = pw.CharField(default="")
+    address = pw.TextField(default="")
+    tax_id = pw.CharField(null=True)
+    support_email = pw.CharField(null=True)
+    logo = pw.TextField(null=True)  # a data: URI, so rendering never fetches anything
+    brand_color = pw.CharField(default="#4f46e5")
+    default_return_url = pw.CharField(null=True)
+    settings = JSONField(default=dict)  # what customers may do in the portal
+
+    class Meta:
+        id_prefix = "bus"
+
+
+class MerchantUser(BaseModel):
+    """A dashboard login of a business."""
+
+    business = pw.ForeignKeyField(Business, backref="users", on_delete="CASCADE")
+    email = pw.CharField(unique=True)
+    name = pw.CharField(default="")
+    password_hash = pw.CharField()
+    last_login_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "usr"
+
+
+class ApiKey(BaseModel):
+    """A merchant API key for one business and mode; only a hash and a visible prefix are kept."""
+
+    business = pw.ForeignKeyField(Business, backref="api_keys", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    name = pw.CharField(default="")
+    prefix = pw.CharField(max_length=24)
+    key_hash = pw.CharField(max_length=64, unique=True)
+    last_used_at = UTCDateTimeField(null=True)
+    revoked_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "key"
+
+
+class Customer(BaseModel):
+    """A customer of a business in one mode; the e-mail is unique per business and mode."""
+
+    business = pw.ForeignKeyField(Business, backref="customers", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    email = pw.CharField()  # stored lower-cased
+    name = pw.CharField(default="")
+    phone_number = pw.CharField(null=True)  # E.164
+    preferred_locale = pw.CharField(max_length=8, null=True)
+    billing_address = JSONField(null=True)  # {street, city, state, zipcode, country}
+    tax_id = pw.CharField(null=True)
+    metadata = JSONField(default=dict)
+    blocked_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "cus"
+        indexes = ((("business", "mode", "email"), True), (("business", "mode", "name"), False))
+
+
+class Product(BaseModel):
+    """Something a business sells: a one-time or recurring price, tax, license-key settings."""
+
+    business = pw.ForeignKeyField(Business, backref="products", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    name = pw.CharField()
+    description = pw.TextField(null=True)
+    is_recurring = pw.BooleanField(default=False)
+    price = MoneyField()  # pre-tax unit price in minor units
+    currency = pw.CharField(max_length=3)
+    discount = pw.IntegerField(default=0)  # basis points
+    tax_category = pw.CharField(default="saas")
+    tax_inclusive = pw.BooleanField(default=False)
+    tax_rate_bps = pw.IntegerField(default=0)  # tax rate in basis points (2000 = 20 %)
+    payment_frequency_count = pw.IntegerField(default=1)
+    payment_frequency_interval = pw.CharField(default="Month")  # Day, Week, Month, Year
+    subscription_period_count = pw.IntegerField(default=1)
+    subscription_period_interval = pw.CharField(default="Year")
+    trial_period_days = pw.IntegerField(default=0)
+    license_key_enabled = pw.BooleanField(default=False)
+    license_key_activations_limit = pw.IntegerField(null=True)
+    license_key_duration_count = pw.IntegerField(null=True)
+    license_key_duration_interval = pw.CharField(null=True)
+    license_source = pw.CharField(default="licenses")
+    archived = pw.BooleanField(default=False)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "pdt"
+        indexes = ((("business", "mode", "archived"), False),)
+
+
+class Addon(BaseModel):
+    """An add-on that can be bought with a recurring product."""
+
+    business = pw.ForeignKeyField(Business, backref="addons", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    name = pw.CharField()
+    description = pw.TextField(null=True)
+    price = MoneyField()
+    currency = pw.CharField(max_length=3)
+    tax_category = pw.CharField(default="saas")
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "adn"
+
+
+class ProductAddon(pw.Model):
+    """Which add-ons a product offers."""
+
+    product = pw.ForeignKeyField(Product, backref="addon_links", on_delete="CASCADE")
+    addon = pw.ForeignKeyField(Addon, backref="product_links", on_delete="CASCADE")
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        primary_key = pw.CompositeKey("product", "addon")
+
+
+class PaymentMethod(BaseModel):
+    """A customer's saved payment method at a provider: a token and display details only."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="payment_methods", on_delete="CASCADE")
+    provider = pw.CharField()
+    provider_token = pw.CharField()
+    brand = pw.CharField(default="")
+    last4 = pw.CharField(max_length=4, default="")
+    exp_month = pw.IntegerField(null=True)
+    exp_year = pw.IntegerField(null=True)
+    last_used_at = UTCDateTimeField(null=True)
+    deleted_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "pm"
+        indexes = ((("customer", "deleted_at"), False),
+                   (("provider", "provider_token"), False))
+
+
+class Subscription(BaseModel):
+    """A customer's recurring purchase of a product, moved between states by ``core.billing``."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="subscriptions", on_delete="CASCADE")
+    product = pw.ForeignKeyField(Product, backref="subscriptions")
+    quantity = pw.IntegerField(default=1)
+    addons = JSONField(default=list)  # [{"addon_id": ..., "quantity": ...}]
+    status = pw.CharField(default="pending")
+    currency = pw.CharField(max_length=3)
+    recurring_pre_tax_amount = MoneyField()
+    tax_inclusive = pw.BooleanField(default=False)
+    payment_frequency_count = pw.IntegerField(default=1)
+    payment_frequency_interval = pw.CharField(default="Month")
+    subscription_period_count = pw.IntegerField(default=1)
+    subscription_period_interval = pw.CharField(default="Year")
+    trial_period_days = pw.IntegerField(default=0)
+    previous_billing_date = UTCDateTimeField(default=utcnow)
+    next_billing_date = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField(null=True)  # end of the term
+    cancel_at_next_billing_date = pw.BooleanField(default=False)
+    payment_method = pw.ForeignKeyField(PaymentMethod, null=True, on_delete="SET NULL")
+    cancelled_at = UTCDateTimeField(null=True)
+    cancelled_by = JSONField(null=True)  # {"actor_type": ..., "email": ..., "name": ...}
+    cancellation_feedback = pw.CharField(null=True)
+    cancellation_comment = pw.TextField(null=True)
+    scheduled_change = JSONField(null=True)  # a downgrade waiting for the next billing date
+    billing = JSONField(null=True)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "sub"
+        indexes = ((("status", "next_billing_date"), False),
+                   (("customer", "status"), False),
+                   (("business", "mode", "created_at"), False))
+
+
+class Payment(BaseModel):
+    """One charge attempt of an amount: its kind, status, provider reference and idempotency key.
+
+    The idempotency key is unique: it is written before the provider is called and passed
+    to it, so a retried job finds the same row and the provider the same charge.
+    """
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="payments", on_delete="CASCADE")
+    subscription = pw.ForeignKeyField(Subscription, backref="payments", null=True)
+    product = pw.ForeignKeyField(Product, null=True)
+    payment_method = pw.ForeignKeyField(PaymentMethod, null=True, on_delete="SET NULL")
+    kind = pw.CharField(default="new")  # new, renewal, arrears, plan_change
+    status = pw.CharField(default="processing")  # processing, succeeded, failed, requires_customer_action
+    amount = MoneyField()  # total charged, tax included
+    tax = MoneyField(default=0)
+    currency = pw.CharField(max_length=3)
+    description = pw.CharField(default="")
+    provider = pw.CharField(null=True)
+    provider_reference = pw.CharField(null=True)
+    idempotency_key = pw.CharField(unique=True)
+    period_start = UTCDateTimeField(null=True)  # the billing period this payment pays for
+    period_end = UTCDateTimeField(null=True)
+    failure_code = pw.CharField(null=True)
+    failure_message = pw.TextField(null=True)
+    action_url = pw.TextField(null=True)
+    attempts = pw.IntegerField(default=0)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "pay"
+        indexes = ((("customer", "created_at"), False),
+                   (("business", "mode", "created_at"), False),
+                   (("subscription", "created_at"), False))
+
+
+class InvoiceSequence(pw.Model):
+    """The last invoice number issued per business and mode, locked while the next is taken."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    last_number = pw.IntegerField(default=0)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        primary_key = pw.CompositeKey("business", "mode")
+
+
+class Invoice(BaseModel):
+    """The invoice of one succeeded payment: numbered without gaps, its contents frozen."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="invoices", on_delete="CASCADE")
+    payment = pw.ForeignKeyField(Payment, backref="invoices", unique=True)
+    number = pw.IntegerField()
+    issued_at = UTCDateTimeField(default=utcnow)
+    currency = pw.CharField(max_length=3)
+    lines = JSONField()  # [{"description", "quantity", "unit_amount", "amount"}]
+    subtotal = MoneyField()
+    tax = MoneyField()
+    total = MoneyField()
+    seller = JSONField()  # the business's details at issue
+    buyer = JSONField()  # the customer's details at issue
+    payment_details = JSONField(default=dict)  # method and status at issue
+    pdf = pw.BlobField(null=True)  # rendered once, then served from here
+
+    class Meta:
+        id_prefix = "inv"
+        indexes = ((("business", "mode", "number"), True),)
+
+    @property
+    def display_number(self) -> str:
+        prefix = "T-" if self.mode == "test" else ""
+        return f"{prefix}{self.number:06d}"
+
+
+class LicenseKey(BaseModel):
+    """A license key bought with a purchase, issued by a license source plugin."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="license_keys", on_delete="CASCADE")
+    product = pw.ForeignKeyField(Product)
+    payment = pw.ForeignKeyField(Payment, null=True)
+    subscription = pw.ForeignKeyField(Subscription, null=True)
+    key = pw.CharField(unique=True)
+    source = pw.CharField(default="licenses")
+    status = pw.CharField(default="active")  # active, expired, disabled
+    activations_limit = pw.IntegerField(null=True)
+    instances_count = pw.IntegerField(default=0)
+    expires_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "lic"
+        indexes = ((("customer", "created_at"), False),)
+
+
+class LicenseKeyInstance(BaseModel):
+    """One activation of a license key."""
+
+    license_key = pw.ForeignKeyField(LicenseKey, backref="instances", on_delete="CASCADE")
+    name = pw.CharField()
+
+    class Meta:
+        id_prefix = "lki"
+
+
+class PortalToken(BaseModel):
+    """A sign-in or confirmation token, stored only as its hash, bound to a purpose."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, on_delete="CASCADE")
+    purpose = pw.CharField()  # magic_link, api_session, email_change
+    token_hash = pw.CharField(max_length=64, unique=True)
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
+    data = JSONField(default=dict)  # e.g. the return URL, or the new e-mail address
+
+    class Meta:
+        id_prefix = "tok"
+        indexes = ((("customer", "purpose", "used_at"), False),)
+
+
+class PortalSession(BaseModel):
+    """A customer's server-side portal session; ending it here signs the browser out."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="sessions", on_delete="CASCADE")
+    last_seen_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+    revoked_at = UTCDateTimeField(null=True)
+    return_url = pw.TextField(null=True)
+    ip = pw.CharField(null=True)
+    user_agent = pw.TextField(null=True)
+
+    class Meta:
+        id_prefix = "ses"
+        indexes = ((("customer", "revoked_at"), False),)
+
+
+class AuditLog(BaseModel):
+    """A sign-in related event: who, from where, what happened; never a token."""
+
+    business = pw.ForeignKeyField(Business, null=True, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4, null=True)
+    customer = pw.ForeignKeyField(Customer, null=True, on_delete="SET NULL")
+    event = pw.CharField()
+    outcome = pw.CharField(default="ok")
+    ip = pw.CharField(null=True)
+    detail = JSONField(default=dict)
+
+    class Meta:
+        id_prefix = "aud"
+        indexes = ((("business", "created_at"), False),)
+
+
+class WebhookEndpoint(BaseModel):
+    """A merchant's URL that receives signed webhooks for one mode."""
+
+    business = pw.ForeignKeyField(Business, backref="webhook_endpoints", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    url = pw.TextField()
+    description = pw.TextField(default="")
+    secret = pw.CharField()  # whsec_…
+    filter_types = JSONField(default=list)  # empty: every event
+    disabled = pw.BooleanField(default=False)
+    rate_limit = pw.IntegerField(null=True)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "whk"
+
+
+class Event(BaseModel):
+    """An event recorded in the same transaction as the change it describes (the outbox);
+    ``dispatched_at`` is set once its deliveries are queued."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, null=True, on_delete="SET NULL")
+    type = pw.CharField()
+    data = JSONField()
+    dispatched_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        id_prefix = "evt"
+        indexes = ((("dispatched_at", "created_at"), False),
+                   (("business", "mode", "created_at"), False))
+
+    def notification(self):
+        """This event as notifiers hear it."""
+        from core.hookspecs import Notification
+
+        return Notification(id=self.id, type=self.type, business_id=self.business_id,
+                            mode=self.mode, data=self.data, created_at=self.created_at,
+                            customer_id=self.customer_id)
+
+
+class Delivery(BaseModel):
+    """One attempt to hand an event to a notifier (and, for webhooks, to one endpoint)."""
+
+    event = pw.ForeignKeyField(Event, backref="deliveries", on_delete="CASCADE")
+    notifier = pw.CharField()
+    endpoint = pw.ForeignKeyField(WebhookEndpoint, null=True, backref="deliveries",
+                                  on_delete="CASCADE")
+    attempt = pw.IntegerField(default=1)
+    status = pw.CharField()  # succeeded, failed
+    response_status = pw.IntegerField(null=True)
+    error = pw.TextField(null=True)
+    duration_ms = pw.IntegerField(null=True)
+
+    class Meta:
+        id_prefix = "dlv"
+        indexes = ((("event", "notifier"), False), (("endpoint", "created_at"), False))
+
+
+MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
+          Subscription, Payment, InvoiceSequence, Invoice, LicenseKey, LicenseKeyInstance,
+          PortalToken, PortalSession, AuditLog, WebhookEndpoint, Event, Delivery]
+
+
+def migrate(app) -> list[str]:
+    """Apply pending migrations: the core's (``migrations/``), then each plugin's own folder.
+
+    Each source keeps its own history table, so plugin migration names never collide.
+    Returns the names applied.
+    """
+    from pathlib import Path
+
+    from playhouse.migrations import Runner
+
+    from core.plugins import registry
+
+    sources = [("", Path(app.root_path).parent / "migrations")]
+    for plugin_name, folder in registry(app).call_each("register_migrations", app=app):
+        if folder:
+            sources.append((plugin_name, Path(folder)))
+    applied = []
+    for name, folder in sources:
+        table = f"schema_migration_{name}" if name else "schema_migration"
+        with db.connection_context():
+            done = Runner(db.obj, directory=str(folder), table_name=table).up()
+        applied += [f"{name or 'core'}:{migration}" for migration in done]
+    return applied

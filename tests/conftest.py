@@ -1,0 +1,245 @@
+"""Test harness: a real database per test run (SQLite or PostgreSQL), a Redis keyspace of its
+own, a fresh app per test, and small builders for the records tests talk about.
+
+``PORTICO_TEST_DATABASE=postgresql`` runs the suite on PostgreSQL (``PORTICO_TEST_POSTGRES_URL``,
+default ``postgresql://postgres@127.0.0.1:5432/test``). A test that needs a service it cannot
+reach fails in CI (``CI`` set) and is skipped, saying why, elsewhere.
+"""
+
+import os
+import secrets
+import uuid
+
+import pytest
+
+from core import create_app
+from core.models import MODELS, Business, Customer, db, init_db, migrate
+
+POSTGRES_ADMIN_URL = os.environ.get("PORTICO_TEST_POSTGRES_URL",
+                                    "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PORTICO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need_service(reason: str):
+    """Fail in CI, skip (saying why) on a developer's machine."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(f"{reason}; start it to run this test")
+
+
+def _postgres_database():
+    import psycopg2
+
+    name = f"portico_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        return None, None, str(error).strip()
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+
+    def drop():
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+    return f"{base}/{name}", drop, None
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A migrated database of this test run's own, removed at the end."""
+    kind = os.environ.get("PORTICO_TEST_DATABASE", "sqlite")
+    drop = None
+    if kind == "postgresql":
+        url, drop, error = _postgres_database()
+        if url is None:
+            need_service(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'portico.db'}"
+    app = create_app(config=_test_config(url, tmp_path_factory.mktemp("instance")))
+    migrate(app)
+    yield url
+    if not db.is_closed():
+        db.close()
+    if drop:
+        drop()
+
+
+def _test_config(url, instance):
+    return {"ENV": "testing", "SECRET_KEY": secrets.token_urlsafe(32), "DATABASE_URL": url,
+            "REDIS_URL": None, "MAIL_OUTBOX": str(instance / "outbox.mbox"),
+            "BASE_URL": "http://portal.test", "WTF_CSRF_ENABLED": True}
+
+
+def _empty_tables():
+    tables = [m._meta.table_name for m in MODELS] + [
+        t for t in db.get_tables() if t.startswith("sandbox_")]
+    if isinstance(db.obj, __import__("peewee").PostgresqlDatabase):
+        db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+    else:
+        with db.atomic():
+            db.execute_sql("PRAGMA defer_foreign_keys = ON")
+            for table in tables:
+                db.execute_sql(f'DELETE FROM "{table}"')
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path):
+    """Build an app on this run's database with test settings, plus ``config`` overrides."""
+
+    def build(config=None, plugins=()):
+        settings = _test_config(database_url, tmp_path)
+        settings.update(config or {})
+        return create_app(config=settings, plugins=plugins)
+
+    init_db(database_url)
+    _empty_tables()
+    db.close()
+    yield build
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def app(make_app):
+    """A fresh application with the installed plugins, inside an app context."""
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A Redis database of this test run's own (claimed, then emptied at the end)."""
+    import redis
+
+    try:
+        probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        probe.ping()
+    except redis.RedisError as error:
+        need_service(f"Redis is not reachable at {REDIS_URL}: {error}")
+    claim = f"portico-test-claim-{uuid.uuid4().hex}"
+    for index in range(15, 0, -1):
+        conn = redis.Redis.from_url(f"{REDIS_URL}/{index}")
+        if conn.dbsize() == 0 and conn.set("portico:test-claim", claim, nx=True):
+            break
+    else:
+        need_service("no empty Redis database (1-15) is free for this test run")
+    yield f"{REDIS_URL}/{index}"
+    conn.flushdb()
+
+
+# --- Builders -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def business(app):
+    return Business.create(name="Acme Software", legal_name="Acme Software Ltd",
+                           address="1 Main Street\n75001 Paris\nFrance",
+                           support_email="support@acme.test")
+
+
+@pytest.fixture
+def customer(business):
+    return Customer.create(business=business, mode="test", email="ann@example.com",
+                           name="Ann Example")
+
+
+@pytest.fixture
+def fresh_database_url(tmp_path):
+    """A factory of empty databases of this run's kind, dropped after the test."""
+    drops = []
+
+    def make(name="fresh"):
+        if os.environ.get("PORTICO_TEST_DATABASE", "sqlite") == "postgresql":
+            url, drop, error = _postgres_database()
+            if url is None:
+                need_service(f"PostgreSQL is not reachable: {error}")
+            drops.append(drop)
+            return url
+        return f"sqlite:///{tmp_path / (name + '.db')}"
+
+    yield make
+    if not db.is_closed():
+        db.close()
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture
+def cli_env(database_url, tmp_path, monkeypatch):
+    """Environment for running the ``portico`` command against this run's database."""
+    env = {"PORTICO_ENV": "testing", "PORTICO_DATABASE_URL": database_url,
+           "PORTICO_INSTANCE_PATH": str(tmp_path), "PORTICO_BASE_URL": "http://portal.test",
+           "PORTICO_MAIL_OUTBOX": str(tmp_path / "outbox.mbox")}
+    for name in [n for n in os.environ if n.startswith("PORTICO_") and n not in env]:
+        if name not in ("PORTICO_DISABLED_PLUGINS",):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP on a free loopback port, in a background thread."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (its own browser download cannot work here)."""
+    import shutil
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        need_service("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser context and page; ``screenshot(name)`` saves under test-output/."""
+    from pathlib import Path
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    folder = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
+
+    def screenshot(name, width=None):
+        folder.mkdir(parents=True, exist_ok=True)
+        for size in ([width] if width else [375, 1280]):
+            page.set_viewport_size({"width": size, "height": 900})
+            page.screenshot(path=str(folder / f"{name}-{size}.png"), full_page=True)
+
+    page.screenshot_as = screenshot
+    yield page
+    context.close()

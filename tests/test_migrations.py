@@ -1,0 +1,55 @@
+"""Migrations build, from an empty database, exactly the schema the models describe."""
+
+import peewee as pw
+from playhouse.schema_diff import diff_models
+
+from core.models import BaseModel, db, init_db, migrate
+
+
+def bound_models():
+    """Every model of the core and the installed plugins (bound to the database proxy)."""
+    found, todo = [], [pw.Model]
+    while todo:
+        for model in todo.pop().__subclasses__():
+            todo.append(model)
+            if model._meta.database is db and model is not BaseModel:
+                found.append(model)
+    return found
+
+
+def schema():
+    """Tables, columns, indexes and foreign keys, as the database reports them."""
+    described = {}
+    for table in sorted(db.get_tables()):
+        if table.startswith("schema_migration"):
+            continue
+        described[table] = {
+            "columns": sorted((c.name, c.data_type.lower(), c.null, c.primary_key)
+                              for c in db.get_columns(table)),
+            "indexes": sorted((tuple(i.columns), i.unique) for i in db.get_indexes(table)
+                              if not i.name.endswith("_pkey") and not i.name.startswith("sqlite_")),
+            "foreign_keys": sorted((f.column, f.dest_table, f.dest_column)
+                                   for f in db.get_foreign_keys(table)),
+        }
+    return described
+
+
+def test_migrations_build_the_schema_the_models_describe(app, fresh_database_url):
+    models = bound_models()
+    init_db(fresh_database_url("from_models"))
+    db.create_tables(models)
+    expected = schema()
+    db.close()
+
+    init_db(fresh_database_url("from_migrations"))
+    migrate(app)
+    assert not diff_models(db, models)
+    assert schema() == expected
+    db.close()
+
+
+def test_migrate_applies_nothing_the_second_time(app, fresh_database_url):
+    init_db(fresh_database_url())
+    assert "core:0001_initial" in migrate(app)
+    assert migrate(app) == []
+    db.close()
