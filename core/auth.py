@@ -1,20 +1,80 @@
-"""Credentials: merchant API keys and passwords, customer sign-in tokens and sessions.
+"""Credentials and who is signed in.
 
-Secrets are random and stored only as SHA-256 digests; the raw value is shown once.
+Merchant API keys and passwords; customer sign-in tokens (magic links, API portal sessions,
+e-mail changes); server-side sessions of customers and merchant users behind one flask-login
+``LoginManager``; the rate limits on signing in; and the sign-in audit log. Views live in the
+blueprints (``signin``, ``portal``, ``dashboard``, ``api``) and call these functions.
+
+Secrets are random and stored only as SHA-256 digests. A raw API key is shown once; a raw
+sign-in token exists only in the e-mail or API answer that delivers it: never in the database,
+a log line or a queued job (the jobs below mint their token themselves).
 """
 
 import hashlib
+import hmac
+import logging
+import re
 import secrets
+import time
 from datetime import timedelta
+from functools import wraps
 
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app, has_request_context, redirect, request, session, url_for
+from flask_limiter import Limiter
+from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
+from limits import parse_many
+from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from core.models import ApiKey, MerchantUser, PortalToken, db, utcnow
+from core.hookspecs import Notification
+from core.models import (
+    ApiKey,
+    AuditLog,
+    Business,
+    Customer,
+    MerchantSession,
+    MerchantUser,
+    PortalSession,
+    PortalToken,
+    db,
+    locked,
+    new_id,
+    utcnow,
+)
+
+log = logging.getLogger("portico.auth")
+audit_log = logging.getLogger("portico.audit")
+
+SIGN_IN_PURPOSES = ("magic_link", "api_session")  # the tokens /session/<token> accepts
+TOKEN_RETENTION = timedelta(days=30)  # expired tokens are kept this long, then deleted
+TOUCH_INTERVAL = timedelta(minutes=1)  # how often a session's last-seen time is written
+
+
+# --- Secrets, API keys, merchant passwords ---------------------------------------------------
 
 
 def digest(secret: str) -> str:
     """The stored form of a high-entropy secret (token or API key)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def email_hash(email: str) -> str:
+    """A keyed hash of an e-mail address: what the audit log and rate limits keep instead of
+    an address that may belong to nobody we know."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+def normalize_email(address: str) -> str:
+    """The form addresses are stored and compared in: validated, then lower-cased.
+
+    Raises ``ValueError`` with a readable message for an address that cannot be one.
+    """
+    try:
+        return validate_email((address or "").strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as error:
+        raise ValueError(str(error)) from None
 
 
 def create_api_key(business, mode: str, name: str = "") -> tuple[ApiKey, str]:
@@ -42,18 +102,564 @@ def check_merchant_password(user: MerchantUser, password: str) -> bool:
     return check_password_hash(user.password_hash, password)
 
 
+# --- Sign-in tokens -----------------------------------------------------------------------------
+
+
 def issue_token(customer, purpose: str, ttl: int, data=None) -> str:
     """A single-use token for ``customer`` and ``purpose``; returns the raw token (never stored).
 
-    A new sign-in token replaces the customer's older unused ones for the same purpose.
+    The token is bound to the customer's business, mode and current e-mail address. It ends
+    the customer's unused tokens of the same purpose: they now read as expired, so their page
+    can still offer a new link. Tokens expired for a month are deleted.
     """
     raw = secrets.token_urlsafe(32)
+    now = utcnow()
+    same = (PortalToken.customer == customer) & (PortalToken.purpose == purpose)
     with db.atomic():
-        (PortalToken.delete()
-         .where((PortalToken.customer == customer) & (PortalToken.purpose == purpose)
-                & PortalToken.used_at.is_null())
+        PortalToken.delete().where(same & (PortalToken.expires_at < now - TOKEN_RETENTION)).execute()
+        (PortalToken.update(expires_at=now)
+         .where(same & PortalToken.used_at.is_null() & (PortalToken.expires_at > now))
          .execute())
         PortalToken.create(business=customer.business_id, mode=customer.mode, customer=customer,
-                           purpose=purpose, token_hash=digest(raw), data=data or {},
-                           expires_at=utcnow() + timedelta(seconds=ttl))
+                           purpose=purpose, token_hash=digest(raw),
+                           data={**(data or {}), "issued_to": customer.email},
+                           expires_at=now + timedelta(seconds=ttl))
     return raw
+
+
+def sign_in_link(customer, purpose: str = "magic_link", return_url: str | None = None) -> str:
+    """A fresh sign-in URL for ``customer``, ``{BASE_URL}/session/{token}``.
+
+    Built from the configured base URL, never the request's ``Host``. A ``magic_link`` lives
+    ``MAGIC_LINK_TTL``; an ``api_session`` link, handed to the merchant's server to redirect
+    the customer at once, lives ``API_SESSION_LINK_TTL`` unless visited.
+    """
+    config = current_app.config
+    ttl = config["API_SESSION_LINK_TTL"] if purpose == "api_session" else config["MAGIC_LINK_TTL"]
+    raw = issue_token(customer, purpose, ttl, {"return_url": return_url} if return_url else None)
+    return f"{config['BASE_URL']}/session/{raw}"
+
+
+def find_token(raw: str) -> PortalToken | None:
+    """The token whose raw value is ``raw``, usable or not (its page is branded after it)."""
+    return PortalToken.get_or_none(PortalToken.token_hash == digest(raw)) if raw else None
+
+
+def is_usable(token: PortalToken | None, purposes=SIGN_IN_PURPOSES) -> bool:
+    """Whether ``token`` could be used now for one of ``purposes`` (a read; nothing is consumed)."""
+    return (token is not None and token.purpose in purposes and token.used_at is None
+            and token.expires_at > utcnow())
+
+
+def _consume(raw: str, purposes) -> PortalToken | None:
+    """Mark the token used if it still may be, with one conditional UPDATE, so that of any
+    number of concurrent callers exactly one gets it. Call inside a transaction."""
+    now = utcnow()
+    hashed = digest(raw)
+    claimed = (PortalToken.update(used_at=now)
+               .where((PortalToken.token_hash == hashed) & PortalToken.used_at.is_null()
+                      & (PortalToken.expires_at > now) & PortalToken.purpose.in_(purposes))
+               .execute())
+    return PortalToken.get(PortalToken.token_hash == hashed) if claimed == 1 else None
+
+
+def _bound_customer(token: PortalToken) -> Customer | None:
+    """The token's customer, if still the one it was issued to: same business, mode and
+    e-mail address, and not blocked."""
+    customer = Customer.get_or_none(Customer.id == token.customer_id)
+    if (customer is None or customer.business_id != token.business_id
+            or customer.mode != token.mode or customer.blocked_at is not None
+            or customer.email != token.data.get("issued_to")):
+        return None
+    return customer
+
+
+def _rejection(raw: str, purposes) -> tuple[str, PortalToken | None]:
+    """Why a token could not be used (for the audit log), and its row if there is one."""
+    token = find_token(raw)
+    if token is None:
+        return "unknown", None
+    if token.purpose not in purposes:
+        return "wrong_purpose", token
+    if token.used_at is not None:
+        return "used", token
+    if token.expires_at <= utcnow():
+        return "expired", token
+    return "mismatch", token
+
+
+# --- Customer sessions ----------------------------------------------------------------------------
+
+
+def _start_session(customer, return_url=None, ip=None, user_agent=None) -> PortalSession:
+    return PortalSession.create(
+        business=customer.business_id, mode=customer.mode, customer=customer,
+        expires_at=utcnow() + timedelta(seconds=current_app.config["SESSION_TTL"]),
+        return_url=return_url, ip=ip, user_agent=(user_agent or "")[:512] or None)
+
+
+def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | None:
+    """Use a sign-in link: consume the token and start the customer's session in one
+    transaction. ``None`` when the link is unknown, used, expired, meant for something else,
+    or no longer matches its customer."""
+    with locked():
+        token = _consume(raw, SIGN_IN_PURPOSES)
+        customer = _bound_customer(token) if token else None
+        record = (_start_session(customer, token.data.get("return_url"), ip, user_agent)
+                  if customer else None)
+    if record:
+        audit("sign_in", customer=customer, ip=ip, via=token.purpose, session=record.id)
+    else:
+        reason, row = _rejection(raw, SIGN_IN_PURPOSES)
+        audit("sign_in", outcome=reason, business=row.business_id if row else None,
+              mode=row.mode if row else None, customer=row.customer_id if row else None, ip=ip)
+    return record
+
+
+def active_session(session_id: str) -> PortalSession | None:
+    """The customer session ``session_id`` if it may still be used: not revoked, within its
+    lifetime and idle timeout, its customer not blocked. Notes the activity."""
+    now = utcnow()
+    record = (PortalSession.select(PortalSession, Customer, Business)
+              .join(Customer, on=PortalSession.customer)
+              .switch(PortalSession).join(Business, on=PortalSession.business)
+              .where((PortalSession.id == session_id) & PortalSession.revoked_at.is_null()
+                     & (PortalSession.expires_at > now)
+                     & (PortalSession.last_seen_at > now - _idle_timeout())
+                     & Customer.blocked_at.is_null())
+              .first())
+    if record and record.last_seen_at < now - TOUCH_INTERVAL:
+        PortalSession.update(last_seen_at=now).where(PortalSession.id == record.id).execute()
+    return record
+
+
+def end_session(record: PortalSession, ip=None):
+    """Sign one customer session out, on the server."""
+    PortalSession.update(revoked_at=utcnow()).where(
+        (PortalSession.id == record.id) & PortalSession.revoked_at.is_null()).execute()
+    audit("sign_out", customer=record.customer, ip=ip, session=record.id)
+
+
+def end_all_sessions(customer, ip=None, reason="sign_out_everywhere"):
+    """End every session of ``customer`` and every sign-in link still waiting to be used."""
+    _end_everything(customer)
+    audit(reason, customer=customer, ip=ip)
+
+
+def _end_everything(customer):
+    now = utcnow()
+    with db.atomic():
+        PortalSession.update(revoked_at=now).where(
+            (PortalSession.customer == customer) & PortalSession.revoked_at.is_null()).execute()
+        PortalToken.update(expires_at=now).where(
+            (PortalToken.customer == customer) & PortalToken.used_at.is_null()
+            & (PortalToken.expires_at > now)).execute()
+
+
+def _idle_timeout() -> timedelta:
+    return timedelta(seconds=current_app.config["SESSION_IDLE_TTL"])
+
+
+# --- Sending links (jobs) ----------------------------------------------------------------------
+# Jobs take ids and addresses, never a token: each mints its own and hands it straight to
+# the notifiers, so the raw value never reaches Redis.
+
+
+def request_sign_in_link(business_id: str, mode: str, email: str, ip=None):
+    """Job behind the static link form: e-mail a sign-in link if ``email`` belongs to a
+    customer of the business in ``mode``, and record the request either way.
+
+    The form enqueues it for every address, known or not, so its answer and timing tell
+    nothing; only here is the customer looked up.
+    """
+    customer = Customer.get_or_none((Customer.business == business_id) & (Customer.mode == mode)
+                                    & (Customer.email == email))
+    if customer is None or customer.blocked_at is not None:
+        audit("sign_in_link.requested", outcome="unknown_email", business=business_id, mode=mode,
+              ip=ip, email_hash=email_hash(email))
+        return
+    audit("sign_in_link.requested", customer=customer, ip=ip)
+    _send_link(customer, "customer.sign_in_link", sign_in_link(customer))
+
+
+def send_sign_in_link(customer_id: str, return_url: str | None = None, requested_by: str | None = None):
+    """Job: e-mail a fresh magic link to a customer (dashboard "Send by e-mail", API
+    ``send_email``); ``requested_by`` names the merchant user or API key for the audit log."""
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None or customer.blocked_at is not None:
+        return
+    audit("sign_in_link.sent", customer=customer, by=requested_by)
+    _send_link(customer, "customer.sign_in_link", sign_in_link(customer, return_url=return_url))
+
+
+def _send_link(customer, type_: str, link: str, data=None):
+    """Tell every notifier, one by one, so that one failing never keeps another from sending.
+
+    The link travels in ``Notification.secrets``: it is neither stored nor queued.
+    """
+    from core.plugins import registry
+
+    notification = Notification(id=new_id("ntf"), type=type_, business_id=customer.business_id,
+                                mode=customer.mode, data=data or {}, created_at=utcnow(),
+                                customer_id=customer.id, secrets={"link": link})
+    plugins, app = registry(), current_app._get_current_object()
+    for name in plugins.implementers("notify"):
+        try:
+            plugins.call_one("notify", name, notification=notification, app=app)
+        except Exception:
+            log.exception("notifier %r could not send %s to customer %s", name, type_, customer.id)
+
+
+def allow_sign_in_email(email: str) -> bool:
+    """Count one sign-in e-mail to ``email`` against ``SIGN_IN_LIMIT_PER_EMAIL``; ``False``
+    when the address is over it. Counted per address (hashed), known or not, in the limiter's
+    storage, so the limit holds across web processes."""
+    strategy = limiter.limiter
+    key = email_hash(email)
+    return all(strategy.hit(item, "sign-in-email", key)
+               for item in parse_many(current_app.config["SIGN_IN_LIMIT_PER_EMAIL"]))
+
+
+# --- E-mail change --------------------------------------------------------------------------------
+
+
+class ReauthenticationRequired(Exception):
+    """The session is older than ``EMAIL_CHANGE_FRESHNESS``: the customer must first sign in
+    again with a link sent to the current address."""
+
+
+def request_email_change(record: PortalSession, new_email: str, ip=None):
+    """Ask to move a signed-in customer to ``new_email``: a confirmation link goes to the new
+    address (by a job) and nothing changes until it is used. The caller answers "check your
+    inbox" whatever happens next, so an address taken by another customer is never revealed.
+
+    Raises ``ReauthenticationRequired`` for a session that is not fresh, ``ValueError`` for
+    an address that cannot be one.
+    """
+    from core.jobs import enqueue
+
+    fresh_since = utcnow() - timedelta(seconds=current_app.config["EMAIL_CHANGE_FRESHNESS"])
+    if record.created_at < fresh_since:
+        raise ReauthenticationRequired
+    enqueue(send_email_change_link, record.customer_id, normalize_email(new_email), ip)
+
+
+def send_email_change_link(customer_id: str, new_email: str, ip=None):
+    """Job: e-mail a confirmation link to the new address, unless another customer of the
+    same business and mode already uses it (then nothing is sent, to anyone)."""
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None or customer.blocked_at is not None:
+        return
+    if _email_taken(customer, new_email):
+        audit("email_change.requested", outcome="address_taken", customer=customer, ip=ip)
+        return
+    audit("email_change.requested", customer=customer, ip=ip)
+    raw = issue_token(customer, "email_change", current_app.config["MAGIC_LINK_TTL"],
+                      {"new_email": new_email})
+    _send_link(customer, "customer.email_change", f"{current_app.config['BASE_URL']}/email/confirm/{raw}",
+               data={"email": new_email})
+
+
+def confirm_email_change(raw: str, ip=None, user_agent=None) -> PortalSession | None:
+    """Use an e-mail change link: the address changes, every other session and sign-in link of
+    the customer ends, and a new session starts for this browser; a notice goes to the old
+    address. ``None`` when the link cannot be used or the address was taken meanwhile."""
+    from core.jobs import enqueue
+
+    try:
+        with locked():
+            token = _consume(raw, ("email_change",))
+            customer = _bound_customer(token) if token else None
+            new_email = token.data.get("new_email") if token else None
+            if customer is None or not new_email or _email_taken(customer, new_email):
+                customer = None
+                raise _Rejected
+            old_email = customer.email
+            Customer.update(email=new_email).where(Customer.id == customer.id).execute()
+            customer.email = new_email
+            _end_everything(customer)
+            record = _start_session(customer, None, ip, user_agent)
+    except (_Rejected, IntegrityError):
+        reason, row = _rejection(raw, ("email_change",))
+        audit("email_change", outcome="address_taken" if reason == "used" else reason,
+              business=row.business_id if row else None, mode=row.mode if row else None,
+              customer=row.customer_id if row else None, ip=ip)
+        return None
+    audit("email_change", customer=customer, ip=ip, session=record.id)
+    enqueue(notify_email_changed, customer.id, old_email)
+    return record
+
+
+class _Rejected(Exception):
+    """Roll back a token consumption that must not count."""
+
+
+def notify_email_changed(customer_id: str, old_email: str):
+    """Job: tell the old address that the account now uses another one (no link, no secret)."""
+    from core.plugins import registry
+
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None:
+        return
+    notification = Notification(id=new_id("ntf"), type="customer.email_changed",
+                                business_id=customer.business_id, mode=customer.mode,
+                                data={"email": old_email}, created_at=utcnow(),
+                                customer_id=customer.id)
+    plugins, app = registry(), current_app._get_current_object()
+    for name in plugins.implementers("notify"):
+        try:
+            plugins.call_one("notify", name, notification=notification, app=app)
+        except Exception:
+            log.exception("notifier %r could not tell customer %s of an e-mail change", name,
+                          customer.id)
+
+
+def _email_taken(customer, email: str) -> bool:
+    return (Customer.select().where((Customer.business == customer.business_id)
+                                    & (Customer.mode == customer.mode) & (Customer.email == email)
+                                    & (Customer.id != customer.id)).exists())
+
+
+# --- Merchant sessions ------------------------------------------------------------------------------
+
+_dummy_password_hash = None
+
+
+def sign_in_merchant(email: str, password: str, ip=None, user_agent=None) -> MerchantSession | None:
+    """Check a dashboard login and start a session (in test mode). An unknown e-mail costs
+    the same password check as a wrong password, and gets the same ``None``."""
+    global _dummy_password_hash
+    user = MerchantUser.get_or_none(MerchantUser.email == (email or "").strip().lower())
+    if user is None and _dummy_password_hash is None:
+        _dummy_password_hash = generate_password_hash(secrets.token_urlsafe(16))
+    valid = check_password_hash(user.password_hash if user else _dummy_password_hash, password or "")
+    if not (valid and user):
+        audit("merchant.sign_in", outcome="failed", business=user.business_id if user else None,
+              ip=ip, email_hash=email_hash(email or ""))
+        return None
+    now = utcnow()
+    with db.atomic():
+        MerchantUser.update(last_login_at=now).where(MerchantUser.id == user.id).execute()
+        record = MerchantSession.create(
+            user=user, expires_at=now + timedelta(seconds=current_app.config["SESSION_TTL"]),
+            ip=ip, user_agent=(user_agent or "")[:512] or None)
+    audit("merchant.sign_in", business=user.business_id, ip=ip, user=user.id, session=record.id)
+    return record
+
+
+def active_merchant_session(session_id: str) -> MerchantSession | None:
+    """The dashboard session ``session_id`` if it may still be used; notes the activity."""
+    now = utcnow()
+    record = (MerchantSession.select(MerchantSession, MerchantUser, Business)
+              .join(MerchantUser).join(Business)
+              .where((MerchantSession.id == session_id) & MerchantSession.revoked_at.is_null()
+                     & (MerchantSession.expires_at > now)
+                     & (MerchantSession.last_seen_at > now - _idle_timeout()))
+              .first())
+    if record and record.last_seen_at < now - TOUCH_INTERVAL:
+        MerchantSession.update(last_seen_at=now).where(MerchantSession.id == record.id).execute()
+    return record
+
+
+def end_merchant_session(record: MerchantSession, ip=None):
+    """Sign a dashboard session out, on the server."""
+    MerchantSession.update(revoked_at=utcnow()).where(MerchantSession.id == record.id).execute()
+    audit("merchant.sign_out", business=record.user.business_id, ip=ip, user=record.user_id,
+          session=record.id)
+
+
+def switch_mode(record: MerchantSession, mode: str):
+    """Show the dashboard session ``test`` or ``live`` data from now on."""
+    if mode not in ("test", "live"):
+        raise ValueError(f"unknown mode {mode!r}")
+    MerchantSession.update(mode=mode).where(MerchantSession.id == record.id).execute()
+    record.mode = mode
+
+
+# --- Who is signed in (flask-login) ----------------------------------------------------------------
+
+
+class CustomerUser(UserMixin):
+    """A signed-in customer: their portal session, its customer and business."""
+
+    is_customer, is_merchant = True, False
+
+    def __init__(self, record: PortalSession):
+        self.session, self.customer, self.business = record, record.customer, record.business
+
+    def get_id(self):
+        return self.session.id
+
+
+class DashboardUser(UserMixin):
+    """A signed-in merchant user: their dashboard session, business and current mode."""
+
+    is_customer, is_merchant = False, True
+
+    def __init__(self, record: MerchantSession):
+        self.session, self.user, self.business = record, record.user, record.user.business
+
+    @property
+    def mode(self) -> str:
+        return self.session.mode
+
+    def get_id(self):
+        return self.session.id
+
+
+class Anonymous(AnonymousUserMixin):
+    is_customer = is_merchant = False
+
+
+login_manager = LoginManager()
+login_manager.anonymous_user = Anonymous
+login_manager.session_protection = None  # the server-side session records decide
+
+
+@login_manager.user_loader
+def _load_user(user_id: str):
+    """The user behind a session cookie, checked against its session record on every request."""
+    if user_id.startswith("ses_"):
+        record = active_session(user_id)
+        return CustomerUser(record) if record else None
+    if user_id.startswith("mse_"):
+        record = active_merchant_session(user_id)
+        return DashboardUser(record) if record else None
+    return None
+
+
+def login(record: PortalSession | MerchantSession):
+    """Sign this browser in as the owner of ``record``, in a Flask session emptied first:
+    nothing set before sign-in (a planted value, an old CSRF token) survives it."""
+    session.clear()
+    if isinstance(record, PortalSession):
+        login_user(CustomerUser(record), remember=False)
+        session["portal"] = [record.business_id, record.mode]  # where to sign in again
+    else:
+        login_user(DashboardUser(record), remember=False)
+
+
+def sign_out(everywhere: bool = False):
+    """End the current user's session on the server (with ``everywhere``, every session of
+    the customer), then empty this browser's session."""
+    user = current_user._get_current_object()
+    ip = client_ip()
+    if user.is_customer:
+        if everywhere:
+            end_all_sessions(user.customer, ip)
+        else:
+            end_session(user.session, ip)
+    elif user.is_merchant:
+        end_merchant_session(user.session, ip)
+    logout_user()
+    session.clear()
+
+
+def customer_required(view):
+    """Let signed-in customers through; send anyone else to their business's sign-in page."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_customer:
+            return redirect(sign_in_page())
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def merchant_required(view):
+    """Let signed-in merchant users through; send anyone else to the dashboard sign-in."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_merchant:
+            target = request.full_path.rstrip("?") if request.method == "GET" else None
+            return redirect(url_for("dashboard.login", next=target))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def sign_in_page() -> str:
+    """Where a signed-out customer gets a new link: the static link of the business they last
+    signed in to from this browser, else a page explaining how to get one."""
+    business_id, mode = session.get("portal") or (None, None)
+    if business_id:
+        return url_for("signin.static_link", business_id=business_id, mode=mode)
+    return url_for("signin.signed_out")
+
+
+# --- Rate limits ----------------------------------------------------------------------------------
+
+
+def client_ip() -> str:
+    """The client's address (``PROXY_HOPS`` says how many proxies' forwarded headers count)."""
+    return (request.remote_addr if has_request_context() else None) or "unknown"
+
+
+limiter = Limiter(key_func=client_ip)
+
+
+def retry_after() -> int | None:
+    """Seconds until the limit that refused the current request lets it through again."""
+    limit = limiter.current_limit
+    return max(1, int(limit.reset_at - time.time())) if limit else None
+
+
+# --- Audit log --------------------------------------------------------------------------------------
+
+
+def audit(event: str, outcome: str = "ok", *, customer=None, business=None, mode=None, ip=None,
+          **detail):
+    """Record a sign-in event: an ``AuditLog`` row and one ``portico.audit`` log line.
+
+    Callers pass ids, hashes and outcomes only: never a token, cookie, password or key.
+    """
+    if isinstance(customer, Customer):
+        business, mode, customer = customer.business_id, customer.mode, customer.id
+    if ip is None and has_request_context():
+        ip = client_ip()
+    detail = {name: value for name, value in detail.items() if value is not None}
+    AuditLog.create(business=business, mode=mode, customer=customer, event=event,
+                    outcome=outcome, ip=ip, detail=detail)
+    fields = {"event": event, "outcome": outcome, "business": business, "mode": mode,
+              "customer": customer, "ip": ip, **detail}
+    audit_log.info(" ".join(f"{name}={value}" for name, value in fields.items() if value))
+
+
+# --- Application set-up -----------------------------------------------------------------------------
+
+NO_STORE_BLUEPRINTS = {"signin", "portal", "dashboard", "api"}
+
+
+class RedactTokens(logging.Filter):
+    """Blank out tokens in log lines, such as the development server's access log."""
+
+    TOKEN_PATH = re.compile(r"(/session/|/email/confirm/)[A-Za-z0-9_-]+")
+
+    def filter(self, record):
+        message = record.getMessage()
+        if self.TOKEN_PATH.search(message):
+            record.msg, record.args = self.TOKEN_PATH.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def _no_store(response):
+    """Pages about a signed-in user or a token are never cached, by the browser or a proxy."""
+    if request.endpoint not in ("static", "web.brand_css") and (
+            request.blueprint in NO_STORE_BLUEPRINTS or "_user_id" in session):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app):
+    """Sign-in for ``app``: the login manager, rate limits (in Redis when ``REDIS_URL`` is set,
+    so every web process counts together), ``no-store`` on private pages, and tokens kept
+    out of the development server's access log."""
+    login_manager.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
+    limiter.init_app(app)
+    app.after_request(_no_store)
+    werkzeug_log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactTokens) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(RedactTokens())

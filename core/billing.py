@@ -1,23 +1,650 @@
 """Money movements and the subscription state machine; views, the API and jobs all call here.
 
-Every change that moves money or status happens in one transaction that also records its
-event (the outbox), so a notification exists exactly when the change does.
+Every change happens in one locked transaction that also records its events (the outbox), so
+a notification exists exactly when the change does. Charges are exactly-once: a payment row
+with a unique idempotency key is written first, the provider is called outside any
+transaction with that key, and the outcome is settled under a row lock, once.
+
+Rounding rule: tax and proration are computed on integers and rounded half up to the minor
+unit; invoice lines always add up to the amount charged.
 """
 
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+
+from dateutil.relativedelta import relativedelta
+
+from core import payloads
+from core.hookspecs import ChargeResult
+from core.jobs import enqueue, later, transaction
 from core.models import (
     Business,
     Customer,
+    Event,
     Invoice,
     InvoiceSequence,
     Payment,
+    PaymentMethod,
+    Product,
+    Subscription,
     for_update,
-    locked,
+    new_id,
     utcnow,
 )
 
+log = logging.getLogger("portico.billing")
+
+STALE_CHARGE = timedelta(minutes=15)  # a processing charge this old has lost its job
+UNDISPATCHED = timedelta(seconds=30)  # an event this old whose deliveries were never queued
+
+
+class BillingError(Exception):
+    """A refused billing action: nothing was changed. ``code`` is stable (Dodo's where one exists)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- Amounts ---------------------------------------------------------------------------------
+
+
+def round_half_up(value: Fraction) -> int:
+    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
+
+
+def split_tax(amount: int, rate_bps: int, inclusive: bool) -> tuple[int, int]:
+    """``(total, tax)`` for ``amount`` minor units at ``rate_bps`` basis points of tax;
+    an inclusive amount already holds its tax, an exclusive one gets it added."""
+    if inclusive:
+        net = round_half_up(Fraction(amount * 10000, 10000 + rate_bps))
+        return amount, amount - net
+    tax = round_half_up(Fraction(amount * rate_bps, 10000))
+    return amount + tax, tax
+
+
+def _net_lines(lines: list[dict], net_total: int) -> list[dict]:
+    """Scale gross line amounts down to ``net_total`` (tax-inclusive prices), remainder last."""
+    gross = sum(line["amount"] for line in lines)
+    if gross == net_total or not lines:
+        return lines
+    scaled, left = [], net_total
+    for line in lines[:-1]:
+        amount = round_half_up(Fraction(line["amount"] * net_total, gross))
+        scaled.append({**line, "amount": amount})
+        left -= amount
+    return scaled + [{**lines[-1], "amount": left}]
+
+
+def _charge_for(lines: list[dict], rate_bps: int, inclusive: bool) -> dict:
+    """What a charge of ``lines`` costs: ``{amount, tax, lines}`` with pre-tax lines."""
+    total, tax = split_tax(sum(line["amount"] for line in lines), rate_bps, inclusive)
+    return {"amount": total, "tax": tax, "lines": _net_lines(lines, total - tax)}
+
+
+def plan_lines(product: Product, quantity: int, addons=(), label: str | None = None) -> list[dict]:
+    """The pre-tax lines of one billing period of ``product`` × ``quantity`` plus add-ons."""
+    from core.models import Addon
+
+    lines = [{"description": label or product.name, "quantity": quantity,
+              "unit_amount": product.price, "amount": product.price * quantity}]
+    for item in addons:
+        addon = Addon.get_by_id(item["addon_id"])
+        lines.append({"description": addon.name, "quantity": item["quantity"],
+                      "unit_amount": addon.price, "amount": addon.price * item["quantity"]})
+    return lines
+
+
+# --- Periods ---------------------------------------------------------------------------------
+
+_UNITS = {"Day": "days", "Week": "weeks", "Month": "months", "Year": "years"}
+
+
+def add_interval(start: datetime, interval: str, count: int) -> datetime:
+    """``start`` moved by ``count`` intervals; month ends clamp (31 Jan + 1 month = 28/29 Feb)."""
+    return start + relativedelta(**{_UNITS[interval]: count})
+
+
+def _period_end(sub: Subscription, cycle: int) -> datetime:
+    """The end of billing period number ``cycle`` counted from the anchor, so that periods
+    never drift: 31 Jan, 28 Feb, 31 Mar…"""
+    return add_interval(sub.billing_anchor, sub.payment_frequency_interval,
+                        sub.payment_frequency_count * (cycle + 1))
+
+
+def period_label(name: str, start: datetime, end: datetime) -> str:
+    """An invoice line's description: the product and the period it pays for."""
+    return f"{name} ({start:%d %b %Y} – {end:%d %b %Y})"
+
+
+# --- Events ----------------------------------------------------------------------------------
+
+
+def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict) -> Event:
+    """Record an event in the current transaction; its deliveries are queued once it commits."""
+    from core.jobs import dispatch
+
+    event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
+                         data=data)
+    later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
+    return event
+
+
+def _emit_subscription(type: str, sub: Subscription, **extra):
+    data = {**payloads.subscription(sub), "past_due_ends_at": None, "payment_id": None,
+            "payload_type": "Subscription", **extra}
+    return emit(type, sub.business_id, sub.mode, sub.customer_id, data)
+
+
+def _emit_payment(type: str, payment: Payment):
+    data = {**payloads.payment(payment), "payload_type": "Payment"}
+    return emit(type, payment.business_id, payment.mode, payment.customer_id, data)
+
+
+# --- The state machine -----------------------------------------------------------------------
+
+TRANSITIONS = {
+    "pending": {"active", "failed"},
+    "active": {"on_hold", "cancelled", "expired"},
+    "on_hold": {"active", "cancelled", "expired"},
+}
+STATUS_EVENTS = {"active": "subscription.active", "on_hold": "subscription.on_hold",
+                 "cancelled": "subscription.cancelled", "expired": "subscription.expired",
+                 "failed": "subscription.failed"}
+
+
+def _transition(sub: Subscription, status: str, **changes) -> Subscription:
+    """Move ``sub`` to ``status`` (the one place statuses change) and emit its event."""
+    if status not in TRANSITIONS.get(sub.status, ()):
+        raise BillingError("INVALID_SUBSCRIPTION_TRANSITION",
+                           f"a {sub.status} subscription cannot become {status}")
+    for name, value in changes.items():
+        setattr(sub, name, value)
+    sub.status = status
+    sub.updated_at = utcnow()
+    sub.save()
+    _emit_subscription(STATUS_EVENTS[status], sub)
+    return sub
+
+
+def _locked_subscription(sub_id: str) -> Subscription:
+    return for_update(Subscription.select().where(Subscription.id == sub_id)).get()
+
+
+def _locked_payment(payment_id: str) -> Payment | None:
+    return for_update(Payment.select().where(Payment.id == payment_id)).get_or_none()
+
+
+def _check_method(customer: Customer, method: PaymentMethod):
+    if (method is None or method.customer_id != customer.id or method.deleted_at is not None):
+        raise BillingError("NO_ELIGIBLE_PAYMENT_METHODS",
+                           "that payment method does not belong to this customer")
+
+
+def _check_product(customer: Customer, product: Product):
+    if product.business_id != customer.business_id or product.mode != customer.mode:
+        raise BillingError("NOT_FOUND", "no such product")
+    if product.archived:
+        raise BillingError("PRODUCT_IS_DELETED", f"{product.name} is no longer sold")
+
+
+def _new_payment(customer, method, kind, charge, key, *, subscription=None, product=None,
+                 period=None, description="", metadata=None) -> Payment:
+    return Payment.create(
+        business=customer.business_id, mode=customer.mode, customer=customer,
+        subscription=subscription, product=product, payment_method=method, kind=kind,
+        status="processing", amount=charge["amount"], tax=charge["tax"],
+        currency=(subscription or product).currency, description=description,
+        provider=method.provider if method else None, idempotency_key=key,
+        period_start=period[0] if period else None, period_end=period[1] if period else None,
+        metadata={"lines": charge["lines"], **(metadata or {})})
+
+
+def _queue_charge(payment: Payment):
+    later(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
+
+
+def create_subscription(customer: Customer, product: Product, method: PaymentMethod,
+                        quantity: int = 1, addons=(), billing=None, metadata=None):
+    """Subscribe ``customer`` to ``product``: ``pending`` until the first charge settles it
+    ``active`` (or ``failed``). Returns ``(subscription, payment)``."""
+    _check_product(customer, product)
+    _check_method(customer, method)
+    if not product.is_recurring:
+        raise BillingError("INVALID_REQUEST_PARAMETERS", f"{product.name} is not a subscription")
+    if quantity < 1:
+        raise BillingError("INVALID_REQUEST_PARAMETERS", "quantity must be at least 1")
+    addons = [{"addon_id": a["addon_id"], "quantity": int(a.get("quantity", 1))} for a in addons]
+    now = utcnow()
+    with transaction():
+        lines = plan_lines(product, quantity, addons)
+        sub = Subscription.create(
+            business=customer.business_id, mode=customer.mode, customer=customer, product=product,
+            quantity=quantity, addons=addons, status="pending", currency=product.currency,
+            recurring_pre_tax_amount=sum(line["amount"] for line in lines),
+            tax_inclusive=product.tax_inclusive,
+            payment_frequency_count=product.payment_frequency_count,
+            payment_frequency_interval=product.payment_frequency_interval,
+            subscription_period_count=product.subscription_period_count,
+            subscription_period_interval=product.subscription_period_interval,
+            trial_period_days=product.trial_period_days, billing_anchor=now, cycles=0,
+            previous_billing_date=now, payment_method=method,
+            billing=billing or customer.billing_address, metadata=metadata or {},
+            expires_at=add_interval(now, product.subscription_period_interval,
+                                    product.subscription_period_count))
+        sub.next_billing_date = _period_end(sub, 0)
+        sub.save()
+        lines[0]["description"] = period_label(product.name, now, sub.next_billing_date)
+        payment = _new_payment(customer, method, "new", _charge_for(lines, product.tax_rate_bps,
+                                                                    product.tax_inclusive),
+                               f"new:{sub.id}", subscription=sub, product=product,
+                               period=(now, sub.next_billing_date), description=product.name)
+        _queue_charge(payment)
+    return sub, payment
+
+
+def purchase(customer: Customer, product: Product, method: PaymentMethod, quantity: int = 1) -> Payment:
+    """A one-time purchase of ``product``; a license key comes with it when the product has one."""
+    _check_product(customer, product)
+    _check_method(customer, method)
+    if product.is_recurring:
+        raise BillingError("INVALID_REQUEST_PARAMETERS", f"{product.name} is a subscription")
+    with transaction():
+        charge = _charge_for(plan_lines(product, quantity), product.tax_rate_bps,
+                             product.tax_inclusive)
+        payment = _new_payment(customer, method, "new", charge, f"purchase:{new_id('ik')}",
+                               product=product, description=product.name)
+        _queue_charge(payment)
+    return payment
+
+
+# --- Charging --------------------------------------------------------------------------------
+
+
+def run_charge(payment_id: str):
+    """Job: charge a processing payment through its method's provider, then settle it.
+
+    Safe to run any number of times: a settled payment is left alone, and the provider sees
+    the same idempotency key on every try, so it charges once. A transient provider error
+    propagates, so the job is retried with that same key.
+    """
+    from core.plugins import MissingPlugin, registry
+
+    with transaction():
+        payment = _locked_payment(payment_id)
+        if payment is None or payment.status != "processing":
+            return
+        payment.attempts += 1
+        payment.updated_at = utcnow()
+        payment.save()
+    method = payment.payment_method
+    if method is None or method.deleted_at is not None:
+        return settle(payment_id, ChargeResult("declined", failure_code="no_payment_method",
+                                               failure_message="No payment method is available."))
+    try:
+        provider = registry().provider(method.provider)
+    except MissingPlugin as error:
+        return settle(payment_id, ChargeResult("declined", failure_code="provider_unavailable",
+                                               failure_message=str(error)))
+    if payment.mode not in provider.modes:
+        return settle(payment_id, ChargeResult(
+            "declined", failure_code="provider_unavailable",
+            failure_message=f"The {provider.name} provider does not take {payment.mode}-mode payments."))
+    result = provider.charge(payment_method=method, amount=payment.amount, currency=payment.currency,
+                             idempotency_key=payment.idempotency_key, description=payment.description)
+    return settle(payment_id, result)
+
+
+def settle(payment_id: str, result: ChargeResult) -> Payment:
+    """Record a provider's outcome for a payment, once, and apply what follows from it:
+    invoice, subscription status, license key, events."""
+    with transaction():
+        payment = _locked_payment(payment_id)
+        if payment.status not in ("processing", "requires_customer_action"):
+            return payment
+        payment.updated_at = utcnow()
+        payment.provider_reference = result.reference or payment.provider_reference
+        if result.status == "requires_action":
+            payment.status, payment.action_url = "requires_customer_action", result.action_url
+            payment.save()
+            return payment
+        if result.succeeded:
+            payment.status = "succeeded"
+            payment.failure_code = payment.failure_message = None
+            payment.save()
+            invoice = issue_invoice(payment, payment.metadata["lines"])
+            later(render_invoice_pdf, invoice.id, job_id=f"pdf-{invoice.id}", unique=True)
+            _emit_payment("payment.succeeded", payment)
+            _SUCCEEDED[payment.kind](payment)
+        else:
+            payment.status = "failed"
+            payment.failure_code = result.failure_code or "declined"
+            payment.failure_message = result.failure_message or "The payment was declined."
+            payment.save()
+            _emit_payment("payment.failed", payment)
+            _FAILED[payment.kind](payment)
+    return payment
+
+
+def _new_succeeded(payment: Payment):
+    if payment.subscription_id:
+        sub = _locked_subscription(payment.subscription_id)
+        _transition(sub, "active")
+    _issue_license_key(payment)
+
+
+def _renewal_succeeded(payment: Payment):
+    sub = _locked_subscription(payment.subscription_id)
+    sub.cycles += 1
+    sub.previous_billing_date, sub.next_billing_date = payment.period_start, payment.period_end
+    sub.updated_at = utcnow()
+    sub.save()
+    _emit_subscription("subscription.renewed", sub, payment_id=payment.id)
+
+
+def _arrears_succeeded(payment: Payment):
+    """Arrears paid: active again, with a new billing period starting at the time of payment."""
+    sub = _locked_subscription(payment.subscription_id)
+    now = utcnow()
+    sub.billing_anchor, sub.cycles = now, 0
+    end = _period_end(sub, 0)
+    _transition(sub, "active", previous_billing_date=now, next_billing_date=end)
+    payment.period_start, payment.period_end = now, end
+    payment.save()
+
+
+def _plan_change_succeeded(payment: Payment):
+    sub = _locked_subscription(payment.subscription_id)
+    _apply_plan(sub, payment.metadata["change"])
+
+
+def _nothing(payment: Payment):
+    """A failed charge that changes nothing but the payment (arrears, plan change)."""
+
+
+def _new_failed(payment: Payment):
+    if payment.subscription_id:
+        _transition(_locked_subscription(payment.subscription_id), "failed")
+
+
+def _renewal_failed(payment: Payment):
+    _transition(_locked_subscription(payment.subscription_id), "on_hold")
+
+
+_SUCCEEDED = {"new": _new_succeeded, "renewal": _renewal_succeeded,
+              "arrears": _arrears_succeeded, "plan_change": _plan_change_succeeded}
+_FAILED = {"new": _new_failed, "renewal": _renewal_failed, "arrears": _nothing,
+           "plan_change": _nothing}
+
+
+def _issue_license_key(payment: Payment):
+    from core.plugins import registry
+
+    product = payment.product
+    if product is None or not product.license_key_enabled:
+        return None
+    expires_at = None
+    if product.license_key_duration_count and product.license_key_duration_interval:
+        expires_at = add_interval(utcnow(), product.license_key_duration_interval,
+                                  product.license_key_duration_count)
+    key = registry().license_source(product.license_source).issue(
+        product=product, customer=payment.customer, payment=payment,
+        subscription=payment.subscription, activations_limit=product.license_key_activations_limit,
+        expires_at=expires_at)
+    emit("license_key.created", payment.business_id, payment.mode, payment.customer_id,
+         {**payloads.license_key(key), "payload_type": "LicenseKey"})
+    return key
+
+
+# --- Renewals --------------------------------------------------------------------------------
+
+
+def renew(subscription_id: str, due: str):
+    """Job: settle the billing date ``due`` (ISO) of a subscription: cancel it if asked, expire
+    it at the end of its term, apply a scheduled downgrade, then charge the next period."""
+    with transaction():
+        sub = _locked_subscription(subscription_id)
+        if sub.status != "active" or payloads.iso(sub.next_billing_date) != due:
+            return None  # already handled, or no longer due
+        now = utcnow()
+        if sub.cancel_at_next_billing_date:
+            _transition(sub, "cancelled", cancelled_at=sub.next_billing_date,
+                        cancel_at_next_billing_date=False)
+            return None
+        if sub.expires_at and min(now, sub.next_billing_date) >= sub.expires_at:
+            _transition(sub, "expired")
+            return None
+        if sub.scheduled_change:
+            _apply_plan(sub, sub.scheduled_change)
+        start, end = sub.next_billing_date, _period_end(sub, sub.cycles + 1)
+        key = f"renewal:{sub.id}:{due}"
+        payment = Payment.get_or_none(Payment.idempotency_key == key)
+        if payment is None:
+            lines = plan_lines(sub.product, sub.quantity, sub.addons,
+                               period_label(sub.product.name, start, end))
+            charge = _charge_for(lines, sub.product.tax_rate_bps, sub.tax_inclusive)
+            payment = _new_payment(sub.customer, sub.payment_method, "renewal", charge, key,
+                                   subscription=sub, product=sub.product, period=(start, end),
+                                   description=sub.product.name)
+    return run_charge(payment.id)
+
+
+def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) -> dict:
+    """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
+    was lost (a dead worker, Redis down), and events whose deliveries were never queued.
+    Every job has a stable id, so running the sweep twice queues nothing twice."""
+    from core.jobs import dispatch
+
+    now = now or utcnow()
+    due = (Subscription.select(Subscription.id, Subscription.next_billing_date)
+           .where((Subscription.status == "active")
+                  & ((Subscription.next_billing_date <= now) | (Subscription.expires_at <= now))))
+    counts = {"renewals": 0, "charges": 0, "events": 0}
+    for sub in due:
+        stamp = payloads.iso(sub.next_billing_date)
+        enqueue(renew, sub.id, stamp, job_id=f"renew-{sub.id}-{sub.next_billing_date:%Y%m%d%H%M%S}",
+                unique=True)
+        counts["renewals"] += 1
+    stale = Payment.select(Payment.id, Payment.attempts).where(
+        (Payment.status == "processing") & (Payment.updated_at <= now - stale_after))
+    for payment in stale:
+        enqueue(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
+        counts["charges"] += 1
+    undispatched = Event.select(Event.id).where(
+        Event.dispatched_at.is_null() & (Event.created_at <= now - UNDISPATCHED))
+    for event in undispatched:
+        enqueue(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
+        counts["events"] += 1
+    return counts
+
+
+# --- Arrears ---------------------------------------------------------------------------------
+
+
+def update_payment_method(subscription: Subscription, method: PaymentMethod) -> Payment | None:
+    """Make ``method`` the subscription's payment method.
+
+    For an ``active`` subscription that is all. For one ``on_hold`` it queues one arrears
+    charge of the unpaid renewal with ``method`` and returns that payment; while a charge is
+    in progress, further calls return it unchanged (however many clicks or tabs), so the
+    method charged stays the subscription's method.
+    """
+    _check_method(subscription.customer, method)
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status == "active":
+            sub.payment_method, sub.updated_at = method, utcnow()
+            sub.save()
+            _emit_subscription("subscription.updated", sub)
+            return None
+        if sub.status != "on_hold":
+            raise BillingError("SUBSCRIPTION_INACTIVE",
+                               f"a {sub.status} subscription's payment method cannot change")
+        open_charge = (Payment.select()
+                       .where((Payment.subscription == sub) & (Payment.kind == "arrears")
+                              & Payment.status.in_(("processing", "requires_customer_action")))
+                       .first())
+        if open_charge:
+            return open_charge
+        unpaid = (Payment.select()
+                  .where((Payment.subscription == sub) & (Payment.kind == "renewal")
+                         & (Payment.status == "failed"))
+                  .order_by(Payment.created_at.desc()).first())
+        attempt = Payment.select().where((Payment.subscription == sub)
+                                         & (Payment.kind == "arrears")).count() + 1
+        sub.payment_method, sub.updated_at = method, utcnow()
+        sub.save()
+        if unpaid is not None:
+            charge = {"amount": unpaid.amount, "tax": unpaid.tax, "lines": unpaid.metadata["lines"]}
+        else:  # on hold without a recorded failed renewal: charge one period
+            charge = _charge_for(plan_lines(sub.product, sub.quantity, sub.addons),
+                                 sub.product.tax_rate_bps, sub.tax_inclusive)
+        payment = _new_payment(sub.customer, method, "arrears", charge,
+                               f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
+                               subscription=sub, product=sub.product,
+                               description=sub.product.name)
+        _queue_charge(payment)
+    return payment
+
+
+# --- Cancellation ----------------------------------------------------------------------------
+
+
+def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedback: str | None = None,
+           comment: str | None = None, actor: dict | None = None) -> Subscription:
+    """Cancel now, or at the next billing date (the customer may undo that before the date)."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        details = {"cancellation_feedback": feedback or sub.cancellation_feedback,
+                   "cancellation_comment": comment or sub.cancellation_comment,
+                   "cancelled_by": actor or sub.cancelled_by}
+        if not at_next_billing_date:
+            return _transition(sub, "cancelled", cancelled_at=utcnow(),
+                               cancel_at_next_billing_date=False, **details)
+        if sub.status != "active":
+            raise BillingError("SUBSCRIPTION_INACTIVE",
+                               f"a {sub.status} subscription cannot be cancelled at its next billing date")
+        for name, value in details.items():
+            setattr(sub, name, value)
+        sub.cancel_at_next_billing_date, sub.updated_at = True, utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
+
+
+def undo_cancel(subscription: Subscription) -> Subscription:
+    """Keep a subscription that was set to cancel at its next billing date."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status != "active" or not sub.cancel_at_next_billing_date:
+            raise BillingError("SUBSCRIPTION_INACTIVE", "this subscription is not set to cancel")
+        sub.cancel_at_next_billing_date, sub.updated_at = False, utcnow()
+        sub.cancellation_feedback = sub.cancellation_comment = sub.cancelled_by = None
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
+
+
+# --- Plan changes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """What a plan change would do, computed without changing anything."""
+
+    product_id: str
+    quantity: int
+    amount_due: int  # charged now, tax included (0 for a downgrade)
+    tax_due: int
+    new_recurring_pre_tax_amount: int
+    new_recurring_amount: int  # per period, tax included
+    currency: str
+    effective_at: datetime
+    upgrade: bool
+
+
+def preview_plan_change(subscription: Subscription, product: Product, quantity: int = 1,
+                        now: datetime | None = None) -> PlanChange:
+    """The amount due now (an upgrade, prorated to the day) and the new renewal amount."""
+    sub = subscription
+    _check_product(sub.customer, product)
+    if sub.status != "active":
+        raise BillingError("INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED",
+                           f"a {sub.status} subscription cannot change plan")
+    if not product.is_recurring or product.currency != sub.currency:
+        raise BillingError("INVALID_REQUEST_PARAMETERS",
+                           f"{product.name} cannot replace this plan "
+                           f"(it must be a {sub.currency} subscription)")
+    if quantity < 1:
+        raise BillingError("INVALID_REQUEST_PARAMETERS", "quantity must be at least 1")
+    now = now or utcnow()
+    new_pre_tax = sum(line["amount"] for line in plan_lines(product, quantity, sub.addons))
+    new_total, _ = split_tax(new_pre_tax, product.tax_rate_bps, product.tax_inclusive)
+    difference = new_pre_tax - sub.recurring_pre_tax_amount
+    upgrade = difference > 0
+    amount = tax = 0
+    if upgrade:
+        period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
+        left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
+        prorated = round_half_up(Fraction(difference * left_days, period_days))
+        amount, tax = split_tax(prorated, product.tax_rate_bps, product.tax_inclusive)
+    return PlanChange(product.id, quantity, amount, tax, new_pre_tax, new_total, sub.currency,
+                      now if upgrade else sub.next_billing_date, upgrade)
+
+
+def change_plan(subscription: Subscription, product: Product, quantity: int = 1) -> Payment | None:
+    """Change plan or quantity: an upgrade is charged now (prorated) and applies once paid; a
+    downgrade waits for the next billing date. Returns the upgrade's payment, if any."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        preview = preview_plan_change(sub, product, quantity)
+        change = {"product_id": product.id, "quantity": quantity,
+                  "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
+        if not preview.upgrade:
+            sub.scheduled_change = {**change, "effective_at": payloads.iso(preview.effective_at),
+                                    "product_name": product.name}
+            sub.updated_at = utcnow()
+            sub.save()
+            _emit_subscription("subscription.updated", sub)
+            return None
+        if preview.amount_due == 0:
+            _apply_plan(sub, change)
+            return None
+        pending = Payment.select().where((Payment.subscription == sub) & (Payment.kind == "plan_change")
+                                         & (Payment.status == "processing")).exists()
+        if pending:
+            raise BillingError("PREVIOUS_PAYMENT_PENDING", "a plan change is already being paid")
+        label = f"{product.name} × {quantity} (prorated to {sub.next_billing_date:%d %b %Y})"
+        lines = [{"description": label,
+                  "quantity": 1, "unit_amount": preview.amount_due - preview.tax_due,
+                  "amount": preview.amount_due - preview.tax_due}]
+        payment = _new_payment(sub.customer, sub.payment_method, "plan_change",
+                               {"amount": preview.amount_due, "tax": preview.tax_due, "lines": lines},
+                               f"plan_change:{sub.id}:{new_id('ik')}", subscription=sub,
+                               product=product, period=(utcnow(), sub.next_billing_date),
+                               description=product.name, metadata={"change": change})
+        _queue_charge(payment)
+    return payment
+
+
+def _apply_plan(sub: Subscription, change: dict):
+    product = Product.get_by_id(change["product_id"])
+    sub.product, sub.quantity = product, change["quantity"]
+    sub.recurring_pre_tax_amount = change["recurring_pre_tax_amount"]
+    sub.tax_inclusive = product.tax_inclusive
+    sub.scheduled_change, sub.updated_at = None, utcnow()
+    sub.save()
+    _emit_subscription("subscription.plan_changed", sub)
+
+
+# --- Invoices --------------------------------------------------------------------------------
+
 
 def _next_invoice_number(business_id: str, mode: str) -> int:
-    """Take the next invoice number of a business and mode; call inside ``locked()``."""
+    """Take the next invoice number of a business and mode; call inside a transaction."""
     where = (InvoiceSequence.business == business_id) & (InvoiceSequence.mode == mode)
     (InvoiceSequence.insert(business=business_id, mode=mode, last_number=0)
      .on_conflict_ignore().execute())
@@ -58,7 +685,7 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
     if subtotal + payment.tax != payment.amount:
         raise ValueError(f"invoice lines ({subtotal} + tax {payment.tax}) do not add up to "
                          f"the payment's {payment.amount}")
-    with locked():
+    with transaction():
         existing = Invoice.get_or_none(Invoice.payment == payment)
         if existing:
             return existing
@@ -69,7 +696,7 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
             lines=lines, subtotal=subtotal, tax=payment.tax, total=payment.amount,
             seller=_seller(payment.business), buyer=_buyer(payment.customer),
             payment_details={"method": card_label(payment.payment_method), "status": "paid",
-                             "paid_at": payment.updated_at.isoformat()})
+                             "paid_at": payloads.iso(payment.updated_at)})
 
 
 def render_invoice_html(invoice: Invoice, locale: str | None = None) -> str:
@@ -98,3 +725,11 @@ def invoice_pdf(invoice: Invoice) -> bytes:
         raise RuntimeError("no invoice renderer answered: enable the pdf plugin or install one")
     Invoice.update(pdf=pdf).where((Invoice.id == invoice.id) & Invoice.pdf.is_null()).execute()
     return pdf
+
+
+def render_invoice_pdf(invoice_id: str):
+    """Job: render and keep an invoice's PDF ahead of its first download or receipt e-mail."""
+    invoice = Invoice.get_or_none(Invoice.id == invoice_id)
+    if invoice is not None:
+        invoice_pdf(invoice)
+

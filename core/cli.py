@@ -65,6 +65,22 @@ def worker(app, burst):
         raise click.ClickException(str(error)) from None
 
 
+@main.group()
+def billing():
+    """Billing chores (the worker also runs them on a schedule)."""
+
+
+@billing.command()
+@with_app
+def sweep(app):
+    """Queue due renewals, lost charges and undelivered events (safe to run any time)."""
+    from core.billing import sweep as run
+
+    counts = run()
+    click.echo(f"{counts['renewals']} renewal(s), {counts['charges']} charge(s) to recover, "
+               f"{counts['events']} event(s) to deliver")
+
+
 @main.command()
 @with_app
 def plugins(app):

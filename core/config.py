@@ -29,6 +29,14 @@ DEFAULTS = {
     "MAIL_OUTBOX": None,  # default: <instance>/outbox.mbox
     "MAGIC_LINK_TTL": 24 * 3600,
     "SESSION_TTL": 24 * 3600,
+    "SESSION_IDLE_TTL": 30 * 60,  # a session unused this long ends
+    "API_SESSION_LINK_TTL": 10 * 60,  # a portal-session link from the API, if not visited
+    "EMAIL_CHANGE_FRESHNESS": 15 * 60,  # an e-mail change needs a sign-in this recent
+    "SIGN_IN_LIMIT_PER_EMAIL": "1 per minute; 5 per hour",  # sign-in e-mails to one address
+    "SIGN_IN_LIMIT_PER_IP": "20 per hour",  # sign-in link requests from one address
+    "TOKEN_FAILURE_LIMIT_PER_IP": "30 per hour",  # invalid sign-in links opened from one IP
+    "DASHBOARD_SIGN_IN_LIMIT": "10 per 15 minutes",  # failed dashboard sign-ins per IP and e-mail
+    "PROXY_HOPS": 0,  # reverse proxies in front of Portico whose X-Forwarded-* headers to trust
     "RENEWAL_SWEEP_INTERVAL": 60,
 }
 

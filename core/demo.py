@@ -10,7 +10,7 @@ from datetime import timedelta
 from dateutil.relativedelta import relativedelta
 
 from core.auth import create_api_key, create_merchant_user, issue_token
-from core.billing import issue_invoice
+from core.billing import issue_invoice, period_label, split_tax
 from core.models import (
     ApiKey,
     Business,
@@ -88,7 +88,8 @@ def _create_records() -> Business:
     for mode in ("test", "live"):
         for spec in PRODUCTS:
             products[mode, spec["name"]] = Product.create(
-                business=business, mode=mode, currency="EUR", tax_rate_bps=VAT_BPS, **spec)
+                business=business, mode=mode, currency="EUR", tax_rate_bps=VAT_BPS,
+                subscription_period_count=10, **spec)
     for mode, email, name, locale, card, story in CUSTOMERS:
         customer = Customer.create(
             business=business, mode=mode, email=email, name=name, preferred_locale=locale,
@@ -110,30 +111,27 @@ def _save_card(customer, source):
 
 def _pay(customer, method, product, kind, when, period=None, subscription=None):
     """A charge through the sandbox provider, recorded as a payment, invoiced when it succeeds."""
-    tax = product.price * product.tax_rate_bps // 10000
+    label = period_label(product.name, *period) if period else product.name
+    lines = [{"description": label, "quantity": 1, "unit_amount": product.price,
+              "amount": product.price}]
+    total, tax = split_tax(product.price, product.tax_rate_bps, product.tax_inclusive)
     payment = Payment.create(
         business=customer.business_id, mode=customer.mode, customer=customer,
         subscription=subscription, product=product, payment_method=method, kind=kind,
-        amount=product.price + tax, tax=tax, currency=product.currency,
-        description=product.name, provider=method.provider,
-        idempotency_key=f"demo-{customer.id}-{product.id}-{when:%Y%m%d}",
+        amount=total, tax=tax, currency=product.currency, description=product.name,
+        provider=method.provider, idempotency_key=f"demo-{customer.id}-{product.id}-{when:%Y%m%d}",
         period_start=period[0] if period else None, period_end=period[1] if period else None,
-        created_at=when, updated_at=when)
-    provider = registry().provider(method.provider)
-    result = provider.charge(payment_method=method, amount=payment.amount,
-                             currency=payment.currency, idempotency_key=payment.idempotency_key,
-                             description=product.name)
+        metadata={"lines": lines}, created_at=when, updated_at=when)
+    result = registry().provider(method.provider).charge(
+        payment_method=method, amount=payment.amount, currency=payment.currency,
+        idempotency_key=payment.idempotency_key, description=product.name)
     payment.status = "succeeded" if result.succeeded else "failed"
     payment.provider_reference = result.reference
     payment.failure_code, payment.failure_message = result.failure_code, result.failure_message
     payment.attempts = 1
     payment.save()
     if result.succeeded:
-        label = product.name
-        if period:
-            label += f" ({period[0]:%d %b %Y} – {period[1]:%d %b %Y})"
-        issue_invoice(payment, [{"description": label, "quantity": 1,
-                                 "unit_amount": product.price, "amount": product.price}])
+        issue_invoice(payment, lines)
     return payment
 
 
@@ -144,7 +142,9 @@ def _subscribe(customer, method, product, started, paid_periods, **fields):
     subscription = Subscription.create(
         business=customer.business_id, mode=customer.mode, customer=customer, product=product,
         status="active", currency=product.currency, recurring_pre_tax_amount=product.price,
-        payment_method=method, previous_billing_date=periods[-1][0],
+        expires_at=started + relativedelta(years=product.subscription_period_count),
+        payment_method=method, billing_anchor=started, cycles=paid_periods - 1,
+        previous_billing_date=periods[-1][0],
         next_billing_date=periods[-1][1], created_at=started,
         billing=customer.billing_address, **fields)
     for number, period in enumerate(periods):

@@ -6,7 +6,10 @@ job ids are set in one place.
 """
 
 import logging
-from datetime import timedelta
+import threading
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from redis import Redis
@@ -15,7 +18,7 @@ from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError
 
 from core.config import ConfigError
-from core.models import db
+from core.models import db, locked
 
 log = logging.getLogger("portico.jobs")
 
@@ -66,6 +69,43 @@ def enqueue(func, *args, job_id=None, retry=DEFAULT_RETRY, timeout=120, unique=F
         return None
 
 
+_state = threading.local()
+
+
+@contextmanager
+def transaction():
+    """A locked write transaction (see ``models.locked``) whose ``later`` jobs are enqueued
+    only once it commits, and dropped if it rolls back: no job ever sees uncommitted state,
+    and no change is left without the jobs it needs."""
+    depth = getattr(_state, "depth", 0)
+    if depth == 0:
+        _state.pending = []
+    _state.depth = depth + 1
+    try:
+        with locked():
+            yield
+    except BaseException:
+        if depth == 0:
+            _state.pending = []
+        raise
+    finally:
+        _state.depth = depth
+    if depth == 0:
+        pending, _state.pending = _state.pending, []
+        for func, args, kwargs in pending:
+            try:
+                enqueue(func, *args, **kwargs)
+            except RedisError:  # the records say what is owed; the sweep queues it again
+                log.exception("could not queue %s%r; the sweep will retry", func.__name__, args)
+
+
+def later(func, *args, **kwargs):
+    """Queue ``func(*args)`` (see ``enqueue``) when the enclosing ``transaction`` commits."""
+    if getattr(_state, "depth", 0) == 0:
+        raise RuntimeError("later() needs an enclosing jobs.transaction()")
+    _state.pending.append((func, args, kwargs))
+
+
 class PorticoWorker(Worker):
     """An RQ worker that runs every job inside the application loaded once at start-up."""
 
@@ -88,6 +128,8 @@ def run_worker(app, burst=False):
     from core.plugins import registry
 
     registry(app).pm.hook.prepare_worker(app=app)
+    with app.app_context():
+        book_sweep()
     if not db.is_closed():
         db.close()  # a forked child must open its own connection
     PorticoWorker.app = app
@@ -96,6 +138,30 @@ def run_worker(app, burst=False):
 
 
 # --- Jobs ----------------------------------------------------------------------------------
+
+
+def book_sweep():
+    """Book the next billing sweep at the next multiple of ``RENEWAL_SWEEP_INTERVAL``; the job
+    id names that time slot, so however many workers book it, one sweep runs per slot."""
+    interval = current_app.config["RENEWAL_SWEEP_INTERVAL"]
+    slot = int(time.time() // interval) + 1
+    try:
+        queue().enqueue_at(datetime.fromtimestamp(slot * interval, UTC), periodic_sweep,
+                           job_id=f"portico-sweep-{slot}", unique=True, job_timeout=interval * 5,
+                           failure_ttl=FAILURE_TTL, result_ttl=interval * 2)
+    except DuplicateJobError:
+        pass
+
+
+def periodic_sweep():
+    """Job: run the billing sweep, then book the next one."""
+    from core.billing import sweep
+
+    try:
+        log.info("sweep: %s", sweep())
+    finally:
+        book_sweep()
+
 
 
 def deliver(event_id: str, plugin_name: str):

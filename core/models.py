@@ -120,6 +120,10 @@ class BaseModel(pw.Model):
             self.id = new_id(self._meta.id_prefix)
             self._pk_set_by_default = True
 
+    def refresh(self):
+        """This record as the database holds it now."""
+        return type(self).get_by_id(self.id)
+
     def save(self, *args, **kwargs):
         if getattr(self, "_pk_set_by_default", False):
             kwargs.setdefault("force_insert", True)
@@ -291,6 +295,8 @@ class Subscription(BaseModel):
     subscription_period_count = pw.IntegerField(default=1)
     subscription_period_interval = pw.CharField(default="Year")
     trial_period_days = pw.IntegerField(default=0)
+    billing_anchor = UTCDateTimeField(default=utcnow)  # periods are counted from here
+    cycles = pw.IntegerField(default=0)  # periods renewed since the anchor
     previous_billing_date = UTCDateTimeField(default=utcnow)
     next_billing_date = UTCDateTimeField(default=utcnow)
     expires_at = UTCDateTimeField(null=True)  # end of the term
@@ -458,6 +464,22 @@ class PortalSession(BaseModel):
         indexes = ((("customer", "revoked_at"), False),)
 
 
+class MerchantSession(BaseModel):
+    """A merchant user's server-side dashboard session, and the mode (test or live) it shows."""
+
+    user = pw.ForeignKeyField(MerchantUser, backref="sessions", on_delete="CASCADE")
+    mode = pw.CharField(max_length=4, default="test")
+    last_seen_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+    revoked_at = UTCDateTimeField(null=True)
+    ip = pw.CharField(null=True)
+    user_agent = pw.TextField(null=True)
+
+    class Meta:
+        id_prefix = "mse"
+        indexes = ((("user", "revoked_at"), False),)
+
+
 class AuditLog(BaseModel):
     """A sign-in related event: who, from where, what happened; never a token."""
 
@@ -537,7 +559,7 @@ class Delivery(BaseModel):
 
 MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
           Subscription, Payment, InvoiceSequence, Invoice, LicenseKey, LicenseKeyInstance,
-          PortalToken, PortalSession, AuditLog, WebhookEndpoint, Event, Delivery]
+          PortalToken, PortalSession, MerchantSession, AuditLog, WebhookEndpoint, Event, Delivery]
 
 
 def migrate(app) -> list[str]:

@@ -243,3 +243,58 @@ def page(browser, request):
     page.screenshot_as = screenshot
     yield page
     context.close()
+
+
+@pytest.fixture
+def product(business):
+    """A monthly EUR plan with 20 % VAT."""
+    from core.models import Product
+
+    return Product.create(business=business, mode="test", name="Pro", price=1500, currency="EUR",
+                          is_recurring=True, tax_rate_bps=2000, subscription_period_count=10)
+
+
+@pytest.fixture
+def save_card(app):
+    """Save a sandbox test card (number or ``pm_card_…`` token) for a customer."""
+    from core.models import PaymentMethod
+    from core.plugins import registry
+
+    def save(customer, source="pm_card_visa"):
+        card = registry(app).provider("sandbox").tokenize(customer=customer, source=source)
+        return PaymentMethod.create(business=customer.business_id, mode=customer.mode,
+                                    customer=customer, provider="sandbox", provider_token=card.token,
+                                    brand=card.brand, last4=card.last4, exp_month=card.exp_month,
+                                    exp_year=card.exp_year)
+
+    return save
+
+
+@pytest.fixture
+def subscribe(save_card):
+    """An active subscription (its first charge settled in-process), with a saved card."""
+    from core import billing
+
+    def subscribe(customer, product, source="pm_card_visa", **kwargs):
+        sub, payment = billing.create_subscription(customer, product, save_card(customer, source),
+                                                   **kwargs)
+        return sub.refresh(), payment.refresh()
+
+    return subscribe
+
+
+@pytest.fixture
+def on_hold(customer, product, subscribe, save_card):
+    """A subscription put on hold by a declined renewal, one month after it started."""
+    import time_machine
+
+    from core import billing
+
+    def make():
+        sub, _ = subscribe(customer, product)
+        billing.update_payment_method(sub, save_card(customer, "pm_card_chargeDeclined"))
+        with time_machine.travel(sub.next_billing_date, tick=False):
+            billing.sweep()
+        return sub.refresh()
+
+    return make

@@ -52,6 +52,7 @@ class SandboxFault(BaseModel):
     """A pending simulated failure: the next charge takes (deletes) it and fails."""
 
     after_commit = pw.BooleanField(default=False)  # record the charge first, then fail
+    hang_seconds = pw.IntegerField(default=0)  # after recording, stall (a worker to be killed)
 
     class Meta:
         table_name = "sandbox_fault"

@@ -4,6 +4,7 @@ Everything it knows lives in its own tables (``models``), so charges made by an 
 faults injected by a test and the ledger a dashboard reads all agree across processes.
 """
 
+import time
 from collections import namedtuple
 
 import peewee as pw
@@ -167,6 +168,7 @@ class SandboxProvider:
                       failure_code=None if succeeded else outcome,
                       failure_message=DECLINES.get(outcome))
         if fault:
+            time.sleep(fault.hang_seconds)
             raise TransientProviderError("sandbox: simulated lost response after the charge")
         return row.result()
 
@@ -200,15 +202,17 @@ class SandboxProvider:
             return _record(**request, status="succeeded", reference=new_id("sbx_re")).result()
 
 
-def fail_next(times: int = 1, after_commit: bool = False) -> None:
+def fail_next(times: int = 1, after_commit: bool = False, hang: int = 0) -> None:
     """Make the next ``times`` charges, in any process, raise ``TransientProviderError``.
 
     With ``after_commit`` each charge is recorded as usual first, as when the provider's
     answer is lost on the way back: a retry with the same key gets the original charge.
+    With ``hang`` seconds, the charge stalls after it is recorded, so a test can kill the
+    worker in the middle of it.
     """
     with db.atomic():
         for _ in range(times):
-            SandboxFault.create(after_commit=after_commit)
+            SandboxFault.create(after_commit=after_commit or hang > 0, hang_seconds=hang)
 
 
 def ledger() -> list[SandboxCharge]:
