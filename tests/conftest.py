@@ -298,3 +298,9 @@ def on_hold(customer, product, subscribe, save_card):
         return sub.refresh()
 
     return make
+
+
+@pytest.fixture
+def reset_database(make_app):
+    """Empty every table (for tests that run many independent examples, like Hypothesis)."""
+    return _empty_tables

@@ -194,3 +194,25 @@ def test_a_worker_killed_mid_charge_leaves_exactly_one_charge(redis_app, custome
     assert [p.status for p in arrears()] == ["succeeded"]
     assert Invoice.select().where(Invoice.payment == payment).count() == 1
     assert sub.refresh().status == "active"
+
+
+def test_with_redis_down_the_charge_and_its_events_wait_for_the_sweep(
+        redis_app, customer, on_hold, save_card):
+    from redis import Redis
+    from rq import Queue
+
+    sub = on_hold()
+    card = save_card(customer)
+    with redis_app.app_context():
+        working = redis_app.extensions["portico.queue"]
+        redis_app.extensions["portico.queue"] = Queue(
+            working.name, connection=Redis(port=1, socket_connect_timeout=0.2))
+        payment = billing.update_payment_method(sub, card)  # nothing could be queued
+        assert payment.refresh().status == "processing"
+        redis_app.extensions["portico.queue"] = working
+        assert working.count == 0
+        assert billing.sweep(stale_after=timedelta(0))["charges"] == 1
+    worker = redis_app.worker("--burst")
+    assert worker.wait(timeout=120) == 0, worker.stdout.read().decode()
+    assert payment.refresh().status == "succeeded" and len(arrears_charges()) == 1
+    assert sub.refresh().status == "active"
