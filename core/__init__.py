@@ -9,8 +9,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from core import api, auth, dashboard, jobs, portal, signin, web
 from core import config as configuration
-from core import jobs, web
 from core import plugins as plugin_system
 from core.config import ConfigError
 from core.hookspecs import hookimpl
@@ -38,6 +38,9 @@ def create_app(config=None, plugins=()):
     jobs.init_app(app)
     plugin_system.init_app(app, plugins)
     web.init_app(app)
+    auth.init_app(app)
+    for area in (signin, portal, dashboard, api):
+        app.register_blueprint(area.bp)
 
     @app.teardown_appcontext
     def close_db(_exc):

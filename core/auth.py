@@ -17,10 +17,10 @@ import re
 import secrets
 import time
 from datetime import timedelta
-from functools import wraps
+from functools import cache, wraps
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, has_request_context, redirect, request, session, url_for
+from flask import current_app, g, has_request_context, redirect, request, session, url_for
 from flask_limiter import Limiter
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
 from limits import parse_many
@@ -174,18 +174,15 @@ def _bound_customer(token: PortalToken) -> Customer | None:
     return customer
 
 
-def _rejection(raw: str, purposes) -> tuple[str, PortalToken | None]:
-    """Why a token could not be used (for the audit log), and its row if there is one."""
+def _audit_rejection(event: str, raw: str, purposes, outcome=None, ip=None):
+    """Record why a token was refused: ``outcome`` when the caller knows, else what its row
+    says (unknown, wrong purpose, used, expired)."""
     token = find_token(raw)
-    if token is None:
-        return "unknown", None
-    if token.purpose not in purposes:
-        return "wrong_purpose", token
-    if token.used_at is not None:
-        return "used", token
-    if token.expires_at <= utcnow():
-        return "expired", token
-    return "mismatch", token
+    if outcome is None:
+        outcome = ("unknown" if token is None else "wrong_purpose" if token.purpose not in purposes
+                   else "used" if token.used_at is not None else "expired")
+    audit(event, outcome=outcome, business=token.business_id if token else None,
+          mode=token.mode if token else None, customer=token.customer_id if token else None, ip=ip)
 
 
 # --- Customer sessions ----------------------------------------------------------------------------
@@ -210,9 +207,7 @@ def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | No
     if record:
         audit("sign_in", customer=customer, ip=ip, via=token.purpose, session=record.id)
     else:
-        reason, row = _rejection(raw, SIGN_IN_PURPOSES)
-        audit("sign_in", outcome=reason, business=row.business_id if row else None,
-              mode=row.mode if row else None, customer=row.customer_id if row else None, ip=ip)
+        _audit_rejection("sign_in", raw, SIGN_IN_PURPOSES, "mismatch" if token else None, ip)
     return record
 
 
@@ -275,11 +270,11 @@ def request_sign_in_link(business_id: str, mode: str, email: str, ip=None):
     customer = Customer.get_or_none((Customer.business == business_id) & (Customer.mode == mode)
                                     & (Customer.email == email))
     if customer is None or customer.blocked_at is not None:
-        audit("sign_in_link.requested", outcome="unknown_email", business=business_id, mode=mode,
-              ip=ip, email_hash=email_hash(email))
+        audit("sign_in_link.requested", outcome="blocked" if customer else "unknown_email",
+              business=business_id, mode=mode, ip=ip, email_hash=email_hash(email))
         return
     audit("sign_in_link.requested", customer=customer, ip=ip)
-    _send_link(customer, "customer.sign_in_link", sign_in_link(customer))
+    _notify(customer, "customer.sign_in_link", link=sign_in_link(customer))
 
 
 def send_sign_in_link(customer_id: str, return_url: str | None = None, requested_by: str | None = None):
@@ -289,19 +284,19 @@ def send_sign_in_link(customer_id: str, return_url: str | None = None, requested
     if customer is None or customer.blocked_at is not None:
         return
     audit("sign_in_link.sent", customer=customer, by=requested_by)
-    _send_link(customer, "customer.sign_in_link", sign_in_link(customer, return_url=return_url))
+    _notify(customer, "customer.sign_in_link", link=sign_in_link(customer, return_url=return_url))
 
 
-def _send_link(customer, type_: str, link: str, data=None):
+def _notify(customer, type_: str, data=None, link: str | None = None):
     """Tell every notifier, one by one, so that one failing never keeps another from sending.
 
-    The link travels in ``Notification.secrets``: it is neither stored nor queued.
+    A ``link`` travels in ``Notification.secrets``: it is neither stored nor queued.
     """
     from core.plugins import registry
 
     notification = Notification(id=new_id("ntf"), type=type_, business_id=customer.business_id,
                                 mode=customer.mode, data=data or {}, created_at=utcnow(),
-                                customer_id=customer.id, secrets={"link": link})
+                                customer_id=customer.id, secrets={"link": link} if link else {})
     plugins, app = registry(), current_app._get_current_object()
     for name in plugins.implementers("notify"):
         try:
@@ -356,8 +351,8 @@ def send_email_change_link(customer_id: str, new_email: str, ip=None):
     audit("email_change.requested", customer=customer, ip=ip)
     raw = issue_token(customer, "email_change", current_app.config["MAGIC_LINK_TTL"],
                       {"new_email": new_email})
-    _send_link(customer, "customer.email_change", f"{current_app.config['BASE_URL']}/email/confirm/{raw}",
-               data={"email": new_email})
+    _notify(customer, "customer.email_change", data={"email": new_email},
+            link=f"{current_app.config['BASE_URL']}/email/confirm/{raw}")
 
 
 def confirm_email_change(raw: str, ip=None, user_agent=None) -> PortalSession | None:
@@ -366,52 +361,37 @@ def confirm_email_change(raw: str, ip=None, user_agent=None) -> PortalSession | 
     address. ``None`` when the link cannot be used or the address was taken meanwhile."""
     from core.jobs import enqueue
 
+    record = outcome = None
     try:
         with locked():
             token = _consume(raw, ("email_change",))
             customer = _bound_customer(token) if token else None
             new_email = token.data.get("new_email") if token else None
-            if customer is None or not new_email or _email_taken(customer, new_email):
-                customer = None
-                raise _Rejected
-            old_email = customer.email
-            Customer.update(email=new_email).where(Customer.id == customer.id).execute()
-            customer.email = new_email
-            _end_everything(customer)
-            record = _start_session(customer, None, ip, user_agent)
-    except (_Rejected, IntegrityError):
-        reason, row = _rejection(raw, ("email_change",))
-        audit("email_change", outcome="address_taken" if reason == "used" else reason,
-              business=row.business_id if row else None, mode=row.mode if row else None,
-              customer=row.customer_id if row else None, ip=ip)
+            if token and customer is None:
+                outcome = "mismatch"
+            elif customer and (not new_email or _email_taken(customer, new_email)):
+                outcome = "address_taken"
+            elif customer:
+                old_email = customer.email
+                Customer.update(email=new_email).where(Customer.id == customer.id).execute()
+                customer.email = new_email
+                _end_everything(customer)
+                record = _start_session(customer, None, ip, user_agent)
+    except IntegrityError:  # a concurrent change took the address first
+        outcome = "address_taken"
+    if record is None:
+        _audit_rejection("email_change", raw, ("email_change",), outcome, ip)
         return None
     audit("email_change", customer=customer, ip=ip, session=record.id)
     enqueue(notify_email_changed, customer.id, old_email)
     return record
 
 
-class _Rejected(Exception):
-    """Roll back a token consumption that must not count."""
-
-
 def notify_email_changed(customer_id: str, old_email: str):
     """Job: tell the old address that the account now uses another one (no link, no secret)."""
-    from core.plugins import registry
-
     customer = Customer.get_or_none(Customer.id == customer_id)
-    if customer is None:
-        return
-    notification = Notification(id=new_id("ntf"), type="customer.email_changed",
-                                business_id=customer.business_id, mode=customer.mode,
-                                data={"email": old_email}, created_at=utcnow(),
-                                customer_id=customer.id)
-    plugins, app = registry(), current_app._get_current_object()
-    for name in plugins.implementers("notify"):
-        try:
-            plugins.call_one("notify", name, notification=notification, app=app)
-        except Exception:
-            log.exception("notifier %r could not tell customer %s of an e-mail change", name,
-                          customer.id)
+    if customer is not None:
+        _notify(customer, "customer.email_changed", data={"email": old_email})
 
 
 def _email_taken(customer, email: str) -> bool:
@@ -422,17 +402,17 @@ def _email_taken(customer, email: str) -> bool:
 
 # --- Merchant sessions ------------------------------------------------------------------------------
 
-_dummy_password_hash = None
+@cache
+def _dummy_password_hash() -> str:
+    """A hash to check unknown e-mails against, so they cost what a wrong password costs."""
+    return generate_password_hash(secrets.token_urlsafe(16))
 
 
 def sign_in_merchant(email: str, password: str, ip=None, user_agent=None) -> MerchantSession | None:
     """Check a dashboard login and start a session (in test mode). An unknown e-mail costs
     the same password check as a wrong password, and gets the same ``None``."""
-    global _dummy_password_hash
     user = MerchantUser.get_or_none(MerchantUser.email == (email or "").strip().lower())
-    if user is None and _dummy_password_hash is None:
-        _dummy_password_hash = generate_password_hash(secrets.token_urlsafe(16))
-    valid = check_password_hash(user.password_hash if user else _dummy_password_hash, password or "")
+    valid = check_password_hash(user.password_hash if user else _dummy_password_hash(), password or "")
     if not (valid and user):
         audit("merchant.sign_in", outcome="failed", business=user.business_id if user else None,
               ip=ip, email_hash=email_hash(email or ""))
@@ -531,7 +511,7 @@ def _load_user(user_id: str):
 def login(record: PortalSession | MerchantSession):
     """Sign this browser in as the owner of ``record``, in a Flask session emptied first:
     nothing set before sign-in (a planted value, an old CSRF token) survives it."""
-    session.clear()
+    _empty_session()
     if isinstance(record, PortalSession):
         login_user(CustomerUser(record), remember=False)
         session["portal"] = [record.business_id, record.mode]  # where to sign in again
@@ -552,7 +532,19 @@ def sign_out(everywhere: bool = False):
     elif user.is_merchant:
         end_merchant_session(user.session, ip)
     logout_user()
+    _empty_session()
+
+
+def _empty_session():
     session.clear()
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)  # the old session's
+
+
+def _forget_previous_request():
+    """Load the user and CSRF token afresh for each request, even when requests share an
+    application context (as they do in tests), so every request is checked on its own."""
+    g.pop("_login_user", None)
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
 def customer_required(view):
@@ -657,6 +649,7 @@ def init_app(app):
     so every web process counts together), ``no-store`` on private pages, and tokens kept
     out of the development server's access log."""
     login_manager.init_app(app)
+    app.before_request(_forget_previous_request)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
     limiter.init_app(app)
     app.after_request(_no_store)

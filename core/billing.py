@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 
 from dateutil.relativedelta import relativedelta
+from flask import current_app
 
 from core import payloads
 from core.hookspecs import ChargeResult
@@ -126,10 +127,15 @@ def period_label(name: str, start: datetime, end: datetime) -> str:
 def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict) -> Event:
     """Record an event in the current transaction; its deliveries are queued once it commits."""
     from core.jobs import dispatch
+    from core.plugins import registry
 
     event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
                          data=data)
-    later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
+    if registry().implementers("notify"):
+        later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
+    else:  # nobody listens: the event is kept, with nothing to deliver
+        event.dispatched_at = event.created_at
+        event.save()
     return event
 
 
@@ -316,7 +322,8 @@ def settle(payment_id: str, result: ChargeResult) -> Payment:
             payment.failure_code = payment.failure_message = None
             payment.save()
             invoice = issue_invoice(payment, payment.metadata["lines"])
-            later(render_invoice_pdf, invoice.id, job_id=f"pdf-{invoice.id}", unique=True)
+            if current_app.config["INVOICE_PDF_AHEAD"]:
+                later(render_invoice_pdf, invoice.id, job_id=f"pdf-{invoice.id}", unique=True)
             _emit_payment("payment.succeeded", payment)
             _SUCCEEDED[payment.kind](payment)
         else:
@@ -435,8 +442,10 @@ def renew(subscription_id: str, due: str):
 def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) -> dict:
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), and events whose deliveries were never queued.
-    Every job has a stable id, so running the sweep twice queues nothing twice."""
+    Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
+    what they owe through their ``sweep`` hook (webhook retries)."""
     from core.jobs import dispatch
+    from core.plugins import registry
 
     now = now or utcnow()
     due = (Subscription.select(Subscription.id, Subscription.next_billing_date)
@@ -458,6 +467,9 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     for event in undispatched:
         enqueue(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
         counts["events"] += 1
+    app = current_app._get_current_object()
+    for _plugin, owed in registry().call_each("sweep", app=app, now=now):
+        counts.update(owed or {})
     return counts
 
 
@@ -715,8 +727,6 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     database so every web process serves the same bytes."""
     if invoice.pdf:
         return bytes(invoice.pdf)
-    from flask import current_app
-
     from core.plugins import registry
 
     pdf = registry().pm.hook.render_invoice(invoice=invoice, html=render_invoice_html(invoice),

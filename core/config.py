@@ -38,6 +38,8 @@ DEFAULTS = {
     "DASHBOARD_SIGN_IN_LIMIT": "10 per 15 minutes",  # failed dashboard sign-ins per IP and e-mail
     "PROXY_HOPS": 0,  # reverse proxies in front of Portico whose X-Forwarded-* headers to trust
     "RENEWAL_SWEEP_INTERVAL": 60,
+    "INVOICE_PDF_AHEAD": True,  # render each invoice's PDF when issued, not at first download
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": False,  # deliver to loopback/private addresses (development)
 }
 
 DEV_SECRET = "dev-only-secret-key-never-use-in-production"

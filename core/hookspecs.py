@@ -173,3 +173,9 @@ def register_migrations(app):
 @hookspec
 def prepare_worker(app):
     """Called once in a worker process before it forks job processes: warm slow imports here."""
+
+
+@hookspec
+def sweep(app, now):
+    """Queue what this plugin still owes as of ``now`` (e.g. retries whose job was lost); runs
+    with the billing sweep. Return a dict of counts for the log."""

@@ -540,21 +540,25 @@ class Event(BaseModel):
 
 
 class Delivery(BaseModel):
-    """One attempt to hand an event to a notifier (and, for webhooks, to one endpoint)."""
+    """One attempt to hand an event to a notifier (and, for webhooks, to one endpoint); one row
+    per event, endpoint and attempt, so an attempt is never made twice. ``next_attempt_at`` is
+    set while another attempt is owed and none has started."""
 
     event = pw.ForeignKeyField(Event, backref="deliveries", on_delete="CASCADE")
     notifier = pw.CharField()
     endpoint = pw.ForeignKeyField(WebhookEndpoint, null=True, backref="deliveries",
                                   on_delete="CASCADE")
     attempt = pw.IntegerField(default=1)
-    status = pw.CharField()  # succeeded, failed
+    status = pw.CharField()  # sending, succeeded, failed
     response_status = pw.IntegerField(null=True)
     error = pw.TextField(null=True)
     duration_ms = pw.IntegerField(null=True)
+    next_attempt_at = UTCDateTimeField(null=True)
 
     class Meta:
         id_prefix = "dlv"
-        indexes = ((("event", "notifier"), False), (("endpoint", "created_at"), False))
+        indexes = ((("event", "notifier"), False), (("endpoint", "created_at"), False),
+                   (("event", "endpoint", "attempt"), True), (("next_attempt_at",), False))
 
 
 MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,

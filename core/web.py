@@ -1,7 +1,11 @@
 """Site-wide behaviour: the home page, security headers on every response, error pages."""
 
-from flask import Blueprint, current_app, render_template, request
-from flask_wtf.csrf import CSRFProtect
+import re
+
+from flask import Blueprint, abort, current_app, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.models import Business
 
@@ -27,6 +31,51 @@ def health():
     return {"status": "ok"}
 
 
+BRAND_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+@bp.get("/brand/<business_id>.css")
+def brand_css(business_id):
+    """The business's brand colour as a style sheet, since pages carry no inline style."""
+    business = Business.get_or_none(Business.id == business_id)
+    if business is None:
+        abort(404)
+    color = business.brand_color if BRAND_COLOR.fullmatch(business.brand_color or "") else "#4f46e5"
+    return (f":root {{ --brand: {color}; }}\n", 200,
+            {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=300"})
+
+
+def http_error(error):
+    """Errors as a page (with ``Retry-After`` when rate limited), or as the API's JSON body
+    ``{"code", "message"}`` under ``/api``."""
+    if request.path == "/api" or request.path.startswith("/api/"):
+        from core.api import error_response
+
+        return error_response(error)
+    message = ("This form has expired or was sent from another site. Go back, reload the page "
+               "and try again." if isinstance(error, CSRFError) else error.description)
+    response = current_app.make_response(
+        (render_template("error.html", error=error, message=message), error.code))
+    if error.code == 429:
+        from core.auth import retry_after
+
+        seconds = retry_after()
+        if seconds:
+            response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def same_site_forms():
+    """Refuse a form posted from another site (Fetch Metadata), on top of the CSRF token.
+
+    It stands in for Flask-WTF's HTTPS Referer check, which sign-in link pages defeat on
+    purpose: they send no Referer, so the token in their URL goes nowhere.
+    """
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.startswith("/api/")
+            and request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")):
+        raise CSRFError("The form was sent from another site.")
+
+
 def security_headers(response):
     """Headers every page carries: a strict CSP, no framing, no sniffing, HSTS in production."""
     headers = response.headers
@@ -40,6 +89,12 @@ def security_headers(response):
 
 
 def init_app(app):
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    app.config.setdefault("WTF_CSRF_SSL_STRICT", False)  # see same_site_forms
     csrf.init_app(app)
+    app.before_request(same_site_forms)
     app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, http_error)
     app.after_request(security_headers)

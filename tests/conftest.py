@@ -8,11 +8,14 @@ reach fails in CI (``CI`` set) and is skipped, saying why, elsewhere.
 
 import os
 import secrets
+import socket
 import uuid
+from email import message_from_bytes, policy
 
 import pytest
+from aiosmtpd.controller import Controller
 
-from core import create_app
+from core import create_app, hookimpl
 from core.models import MODELS, Business, Customer, db, init_db, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("PORTICO_TEST_POSTGRES_URL",
@@ -154,6 +157,31 @@ def business(app):
 def customer(business):
     return Customer.create(business=business, mode="test", email="ann@example.com",
                            name="Ann Example")
+
+
+class Heard:
+    """A notifier plugin that keeps every notification it hears, secrets (links) included."""
+
+    name = "heard"
+
+    def __init__(self):
+        self.notifications = []
+
+    @hookimpl
+    def notify(self, notification, app):
+        self.notifications.append(notification)
+
+    def of_type(self, type_):
+        return [n for n in self.notifications if n.type == type_]
+
+    def links(self, type_="customer.sign_in_link"):
+        return [n.secrets["link"] for n in self.of_type(type_)]
+
+
+@pytest.fixture
+def heard():
+    """What notifiers hear; build the app with ``make_app(plugins=[heard])``."""
+    return Heard()
 
 
 @pytest.fixture
@@ -304,3 +332,47 @@ def on_hold(customer, product, subscribe, save_card):
 def reset_database(make_app):
     """Empty every table (for tests that run many independent examples, like Hypothesis)."""
     return _empty_tables
+
+
+# --- A real SMTP server ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on (aiosmtpd's own port=0 fails its readiness check)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Inbox:
+    """An aiosmtpd handler keeping what it receives; ``rcpt_reply`` refuses recipients."""
+
+    def __init__(self):
+        self.envelopes = []
+        self.rcpt_reply = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 Message accepted"
+
+    def messages(self):
+        return [message_from_bytes(e.content, policy=policy.default) for e in self.envelopes]
+
+
+@pytest.fixture
+def inbox():
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    handler.port = controller.port
+    yield handler
+    controller.stop()
+
+

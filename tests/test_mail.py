@@ -3,13 +3,11 @@
 import base64
 import logging
 import smtplib
-import socket
 import sys
 import types
-from email import message_from_bytes, policy
 
 import pytest
-from aiosmtpd.controller import Controller
+from conftest import free_port
 
 from core.hookspecs import Notification
 from core.jobs import dispatch
@@ -22,44 +20,6 @@ SUBSCRIPTION = {"subscription_id": "sub_123", "product_id": "pdt_123", "product_
                 "recurring_pre_tax_amount": 1200, "currency": "EUR",
                 "cancelled_at": "2025-02-14T10:00:00Z", "cancel_at_next_billing_date": False}
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nlogo").decode()
-
-
-def free_port() -> int:
-    """A port nothing listens on (aiosmtpd's own port=0 fails its readiness check)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives; ``rcpt_reply`` refuses recipients."""
-
-    def __init__(self):
-        self.envelopes = []
-        self.rcpt_reply = None
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-    def messages(self):
-        return [message_from_bytes(e.content, policy=policy.default) for e in self.envelopes]
-
-
-@pytest.fixture
-def inbox():
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    handler.port = controller.port
-    yield handler
-    controller.stop()
 
 
 @pytest.fixture

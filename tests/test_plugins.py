@@ -10,7 +10,7 @@ from core.cli import main
 from core.plugins import MissingPlugin, registry
 
 BUILT_IN = {"sandbox": "register_payment_providers", "mail": "notify",
-            "pdf": "render_invoice", "licenses": "register_license_sources"}
+            "pdf": "render_invoice", "licenses": "register_license_sources", "webhooks": "notify"}
 
 
 def test_built_in_plugins_are_registered_with_the_hooks_they_implement(app):

@@ -1,0 +1,340 @@
+"""The merchant dashboard: sign-in, the test/live switch, Sales → Customers with "Share invite",
+API keys, webhook endpoints and branding.
+
+Everything is scoped to the signed-in merchant's business and the mode their session shows;
+another business's (or mode's) ids answer 404, exactly like ids that do not exist.
+"""
+
+import base64
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import BooleanField, EmailField, PasswordField, StringField, URLField
+from wtforms.validators import Email, InputRequired, Length, Optional, Regexp, ValidationError
+
+from core import auth
+from core.auth import client_ip, limiter, merchant_required
+from core.jobs import enqueue
+from core.models import ApiKey, Business, Customer, Delivery, Event, WebhookEndpoint, utcnow
+from core.signin import duration
+from plugins import webhooks as webhook_delivery
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+PAGE_SIZE = 25
+LOGO_MAX_BYTES = 256 * 1024
+LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg",
+              b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+
+
+# --- Forms ------------------------------------------------------------------------------------
+
+
+class SignInForm(FlaskForm):
+    email = EmailField("E-mail address", validators=[InputRequired("Enter your e-mail address.")])
+    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Name", validators=[Optional(), Length(max=100)],
+                       description="What the key is for, e.g. \"Production server\".")
+
+
+def _public_url(form, field):
+    """Only public http(s) addresses: the check the webhooks plugin repeats at each delivery."""
+    try:
+        webhook_delivery.check_url((field.data or "").strip())
+    except ValueError as error:
+        message = str(error)
+        raise ValidationError(message[:1].upper() + message[1:] + ".") from None
+
+
+class WebhookForm(FlaskForm):
+    url = URLField("Endpoint URL", validators=[InputRequired("Enter the URL that receives the webhooks."),
+                                               Length(max=2000), _public_url])
+    description = StringField("Description", validators=[Optional(), Length(max=200)])
+
+
+def _https_url(form, field):
+    parts = urlsplit(field.data or "")
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValidationError("Use a full address starting with https://.")
+
+
+def _logo(form, field):
+    """Keep the upload as a ``data:`` URI, after checking it really is a small PNG, JPEG or GIF."""
+    upload = field.data
+    if not upload or not getattr(upload, "filename", ""):
+        field.data_uri = None
+        return
+    content = upload.read(LOGO_MAX_BYTES + 1)
+    if len(content) > LOGO_MAX_BYTES:
+        raise ValidationError(f"The logo must be at most {LOGO_MAX_BYTES // 1024} KB.")
+    kind = next((kind for magic, kind in LOGO_TYPES.items() if content.startswith(magic)), None)
+    if kind is None:
+        raise ValidationError("The logo must be a PNG, JPEG or GIF image.")
+    field.data_uri = f"data:{kind};base64," + base64.b64encode(content).decode()
+
+
+class BrandingForm(FlaskForm):
+    name = StringField("Business name", validators=[InputRequired("Enter your business's name."),
+                                                    Length(max=200)])
+    logo = FileField("Logo", validators=[_logo],
+                     description=f"PNG, JPEG or GIF, at most {LOGO_MAX_BYTES // 1024} KB.")
+    remove_logo = BooleanField("Remove the logo")
+    brand_color = StringField("Brand colour", validators=[
+        InputRequired(), Regexp(r"^#[0-9a-fA-F]{6}$", message="Use a colour like #4f46e5.")])
+    support_email = EmailField("Support e-mail", validators=[
+        Optional(), Length(max=254), Email("Enter a valid e-mail address.")])
+    default_return_url = URLField("Default return URL", validators=[Optional(), Length(max=2000), _https_url],
+                                  description="Where \"Return to …\" in the portal leads.")
+
+
+# --- Signing in and out -------------------------------------------------------------------------
+
+
+def _sign_in_limit():
+    return current_app.config["DASHBOARD_SIGN_IN_LIMIT"]
+
+
+def _failed(response):
+    return response.status_code == 401
+
+
+SIGN_IN_LIMITED = "Too many failed sign-ins. Please wait a few minutes, then try again."
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_sign_in_limit, methods=["POST"], deduct_when=_failed, error_message=SIGN_IN_LIMITED)
+@limiter.limit(_sign_in_limit, methods=["POST"], deduct_when=_failed, error_message=SIGN_IN_LIMITED,
+               key_func=lambda: "email:" + auth.email_hash(request.form.get("email", "")))
+def login():
+    """Sign a merchant user in with e-mail and password (failures are limited per IP and per
+    e-mail address, ``DASHBOARD_SIGN_IN_LIMIT``)."""
+    if current_user.is_merchant:
+        return redirect(url_for(".customers"))
+    form = SignInForm()
+    status = 200
+    if form.validate_on_submit():
+        record = auth.sign_in_merchant(form.email.data, form.password.data, client_ip(),
+                                       request.user_agent.string)
+        if record:
+            auth.login(record)
+            return redirect(_safe_next(request.args.get("next")), 303)
+        form.password.errors.append("This e-mail address and password do not match.")
+        status = 401
+    elif form.errors:
+        status = 400
+    return render_template("dashboard/login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out; the dashboard session ends on the server."""
+    if current_user.is_merchant:
+        auth.sign_out()
+    response = redirect(url_for(".login"), 303)
+    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    return response
+
+
+@bp.post("/mode")
+@merchant_required
+def switch_mode():
+    """Show test or live data from now on."""
+    mode = request.form.get("mode")
+    if mode not in ("test", "live"):
+        abort(400)
+    auth.switch_mode(current_user.session, mode)
+    return redirect(_safe_next(request.form.get("next")), 303)
+
+
+def _safe_next(target) -> str:
+    """A dashboard page to go to next: only a path inside the dashboard, never another site."""
+    if target and target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for(".customers")
+
+
+# --- Sales → Customers --------------------------------------------------------------------------
+
+
+@bp.get("/")
+@merchant_required
+def index():
+    return redirect(url_for(".customers"))
+
+
+@bp.get("/customers")
+@merchant_required
+def customers():
+    """The business's customers in the current mode, newest first; ``q`` searches e-mail and name."""
+    query = request.args.get("q", "").strip()[:200]
+    page = max(request.args.get("page", 1, type=int), 1)
+    rows = _scoped(Customer).order_by(Customer.created_at.desc(), Customer.id)
+    if query:
+        rows = rows.where(Customer.email.contains(query.lower()) | Customer.name.contains(query))
+    found = list(rows.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1))
+    return render_template("dashboard/customers.html", customers=found[:PAGE_SIZE], q=query,
+                           page=page, has_next=len(found) > PAGE_SIZE)
+
+
+@bp.get("/customers/<customer_id>")
+@merchant_required
+def customer(customer_id):
+    """A customer, with "Share invite"."""
+    return _customer_page(_get(Customer, customer_id))
+
+
+@bp.post("/customers/<customer_id>/invite-link")
+@merchant_required
+def invite_link(customer_id):
+    """Make a dynamic sign-in link, shown once, to copy and hand to the customer."""
+    found = _get(Customer, customer_id)
+    link = auth.sign_in_link(found)
+    auth.audit("sign_in_link.issued", customer=found, by=current_user.user.id)
+    return _customer_page(found, dynamic_link=link)
+
+
+@bp.post("/customers/<customer_id>/invite-email")
+@merchant_required
+def invite_email(customer_id):
+    """E-mail the customer a dynamic sign-in link (at most ``SIGN_IN_LIMIT_PER_EMAIL``)."""
+    found = _get(Customer, customer_id)
+    if auth.allow_sign_in_email(found.email):
+        enqueue(auth.send_sign_in_link, found.id, None, current_user.user.id)
+        flash(f"A sign-in link is on its way to {found.email}.")
+    else:
+        flash(f"A link was sent to {found.email} very recently. Please wait before sending another.")
+    return redirect(url_for(".customer", customer_id=found.id), 303)
+
+
+def _customer_page(found, dynamic_link=None):
+    prefix = "/test" if found.mode == "test" else ""
+    static_link = f"{current_app.config['BASE_URL']}{prefix}/login/{found.business_id}"
+    return render_template("dashboard/customer.html", customer=found, static_link=static_link,
+                           dynamic_link=dynamic_link,
+                           valid_for=duration(current_app.config["MAGIC_LINK_TTL"]))
+
+
+# --- Developers: API keys and webhooks ---------------------------------------------------------
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+@merchant_required
+def api_keys():
+    """The API keys of the current mode; a new key is shown once, then only its prefix."""
+    form = ApiKeyForm()
+    new_key = None
+    if form.validate_on_submit():
+        key, new_key = auth.create_api_key(current_user.business, current_user.mode, form.name.data or "")
+        auth.audit("api_key.created", business=key.business_id, mode=key.mode,
+                   by=current_user.user.id, key=key.prefix)
+        form = ApiKeyForm(formdata=None)
+    keys = _scoped(ApiKey).order_by(ApiKey.revoked_at.is_null(False), ApiKey.created_at.desc())
+    return render_template("dashboard/api_keys.html", form=form, keys=list(keys), new_key=new_key)
+
+
+@bp.post("/api-keys/<key_id>/revoke")
+@merchant_required
+def revoke_api_key(key_id):
+    """Revoke a key: the next request made with it is refused."""
+    key = _get(ApiKey, key_id)
+    if key.revoked_at is None:
+        ApiKey.update(revoked_at=utcnow()).where(ApiKey.id == key.id).execute()
+        auth.audit("api_key.revoked", business=key.business_id, mode=key.mode,
+                   by=current_user.user.id, key=key.prefix)
+    flash(f"The key {key.prefix}… is revoked.")
+    return redirect(url_for(".api_keys"), 303)
+
+
+@bp.route("/webhooks", methods=["GET", "POST"])
+@merchant_required
+def webhooks():
+    """The webhook endpoints of the current mode; add one."""
+    form = WebhookForm()
+    if form.validate_on_submit():
+        endpoint = WebhookEndpoint.create(
+            business=current_user.business, mode=current_user.mode, url=form.url.data.strip(),
+            description=form.description.data or "", secret=webhook_delivery.new_secret())
+        flash("The endpoint is added. Use its signing secret to verify the webhooks it receives.")
+        return redirect(url_for(".webhook", endpoint_id=endpoint.id), 303)
+    endpoints = _scoped(WebhookEndpoint).order_by(WebhookEndpoint.created_at.desc())
+    return render_template("dashboard/webhooks.html", form=form, endpoints=list(endpoints)), \
+        400 if form.errors else 200
+
+
+@bp.get("/webhooks/<endpoint_id>")
+@merchant_required
+def webhook(endpoint_id):
+    """An endpoint: its signing secret and its recent deliveries."""
+    endpoint = _get(WebhookEndpoint, endpoint_id)
+    deliveries = (Delivery.select(Delivery, Event).join(Event)
+                  .where(Delivery.endpoint == endpoint)
+                  .order_by(Delivery.created_at.desc()).limit(20))
+    return render_template("dashboard/webhook.html", endpoint=endpoint, deliveries=list(deliveries))
+
+
+@bp.post("/webhooks/<endpoint_id>/rotate-secret")
+@merchant_required
+def rotate_webhook_secret(endpoint_id):
+    """Replace the signing secret (the old one stops working at once)."""
+    endpoint = _get(WebhookEndpoint, endpoint_id)
+    (WebhookEndpoint.update(secret=webhook_delivery.new_secret(), updated_at=utcnow())
+     .where(WebhookEndpoint.id == endpoint.id).execute())
+    flash("The signing secret is replaced: update your receiver with the new one.")
+    return redirect(url_for(".webhook", endpoint_id=endpoint.id), 303)
+
+
+@bp.post("/webhooks/<endpoint_id>/<any(disable, enable):action>")
+@merchant_required
+def toggle_webhook(endpoint_id, action):
+    """Stop or resume sending webhooks to an endpoint."""
+    endpoint = _get(WebhookEndpoint, endpoint_id)
+    disabled = action == "disable"
+    (WebhookEndpoint.update(disabled=disabled, updated_at=utcnow())
+     .where(WebhookEndpoint.id == endpoint.id).execute())
+    flash("The endpoint is disabled: it receives nothing until you enable it." if disabled
+          else "The endpoint is enabled.")
+    return redirect(url_for(".webhook", endpoint_id=endpoint.id), 303)
+
+
+# --- Settings: branding ------------------------------------------------------------------------
+
+
+@bp.route("/branding", methods=["GET", "POST"])
+@merchant_required
+def branding():
+    """How the portal and e-mails show the business: name, logo, colour, support e-mail and
+    where "Return to …" leads (the same in test and live mode)."""
+    request.max_content_length = 4 * LOGO_MAX_BYTES
+    business = Business.get_by_id(current_user.business.id)
+    form = BrandingForm(obj=business)
+    if form.validate_on_submit():
+        logo = None if form.remove_logo.data else (form.logo.data_uri or business.logo)
+        (Business.update(name=form.name.data.strip(), logo=logo,
+                         brand_color=form.brand_color.data.lower(),
+                         support_email=(form.support_email.data or "").strip().lower() or None,
+                         default_return_url=(form.default_return_url.data or "").strip() or None)
+         .where(Business.id == business.id).execute())
+        flash("Branding saved.")
+        return redirect(url_for(".branding"), 303)
+    return render_template("dashboard/branding.html", form=form, business=business), \
+        400 if form.errors else 200
+
+
+# --- Scoping ---------------------------------------------------------------------------------
+
+
+def _scoped(model):
+    """Rows of ``model`` in the merchant's business and current mode."""
+    return model.select().where((model.business == current_user.business.id)
+                                & (model.mode == current_user.mode))
+
+
+def _get(model, record_id):
+    """One row of ``model`` in the merchant's business and mode, else 404."""
+    return _scoped(model).where(model.id == record_id).first() or abort(404)
