@@ -39,6 +39,8 @@ DEFAULTS = {
     "PROXY_HOPS": 0,  # reverse proxies in front of Portico whose X-Forwarded-* headers to trust
     "RENEWAL_SWEEP_INTERVAL": 60,
     "INVOICE_PDF_AHEAD": True,  # render each invoice's PDF when issued, not at first download
+    "PAYMENT_PROVIDER_TEST": "sandbox",  # the provider that saves new cards in test mode
+    "PAYMENT_PROVIDER_LIVE": None,  # … and in live mode (e.g. "stripe", from its plugin)
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": False,  # deliver to loopback/private addresses (development)
 }
 

@@ -15,12 +15,11 @@ from flask_wtf.file import FileField
 from wtforms import BooleanField, EmailField, PasswordField, StringField, URLField
 from wtforms.validators import Email, InputRequired, Length, Optional, Regexp, ValidationError
 
-from core import auth
+from core import auth, endpoints
 from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
 from core.models import ApiKey, Business, Customer, Delivery, Event, WebhookEndpoint, utcnow
 from core.signin import duration
-from plugins import webhooks as webhook_delivery
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -46,7 +45,7 @@ class ApiKeyForm(FlaskForm):
 def _public_url(form, field):
     """Only public http(s) addresses: the check the webhooks plugin repeats at each delivery."""
     try:
-        webhook_delivery.check_url((field.data or "").strip())
+        endpoints.check_url((field.data or "").strip())
     except ValueError as error:
         message = str(error)
         raise ValidationError(message[:1].upper() + message[1:] + ".") from None
@@ -259,11 +258,11 @@ def webhooks():
     if form.validate_on_submit():
         endpoint = WebhookEndpoint.create(
             business=current_user.business, mode=current_user.mode, url=form.url.data.strip(),
-            description=form.description.data or "", secret=webhook_delivery.new_secret())
+            description=form.description.data or "", secret=endpoints.new_secret())
         flash("The endpoint is added. Use its signing secret to verify the webhooks it receives.")
         return redirect(url_for(".webhook", endpoint_id=endpoint.id), 303)
-    endpoints = _scoped(WebhookEndpoint).order_by(WebhookEndpoint.created_at.desc())
-    return render_template("dashboard/webhooks.html", form=form, endpoints=list(endpoints)), \
+    listed = _scoped(WebhookEndpoint).order_by(WebhookEndpoint.created_at.desc())
+    return render_template("dashboard/webhooks.html", form=form, endpoints=list(listed)), \
         400 if form.errors else 200
 
 
@@ -283,7 +282,7 @@ def webhook(endpoint_id):
 def rotate_webhook_secret(endpoint_id):
     """Replace the signing secret (the old one stops working at once)."""
     endpoint = _get(WebhookEndpoint, endpoint_id)
-    (WebhookEndpoint.update(secret=webhook_delivery.new_secret(), updated_at=utcnow())
+    (WebhookEndpoint.update(secret=endpoints.new_secret(), updated_at=utcnow())
      .where(WebhookEndpoint.id == endpoint.id).execute())
     flash("The signing secret is replaced: update your receiver with the new one.")
     return redirect(url_for(".webhook", endpoint_id=endpoint.id), 303)

@@ -46,6 +46,18 @@ class Registry:
             raise MissingPlugin(f"payment provider {name!r} is not available: install and enable "
                                 f"the plugin that provides it (e.g. portico-{name})") from None
 
+    def provider_for(self, mode: str):
+        """The provider that saves new payment methods in ``mode`` (``PAYMENT_PROVIDER_TEST`` /
+        ``PAYMENT_PROVIDER_LIVE``), or ``MissingPlugin`` saying what to configure."""
+        name = current_app.config[f"PAYMENT_PROVIDER_{mode.upper()}"]
+        if not name:
+            raise MissingPlugin(f"no payment provider is configured for {mode} mode: set "
+                                f"PORTICO_PAYMENT_PROVIDER_{mode.upper()}")
+        provider = self.provider(name)
+        if mode not in provider.modes:
+            raise MissingPlugin(f"payment provider {name!r} does not serve {mode} mode")
+        return provider
+
     def license_source(self, name: str):
         """The license source called ``name``, or ``MissingPlugin``."""
         try:

@@ -376,3 +376,21 @@ def inbox():
     controller.stop()
 
 
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """Resolve the names put in the returned dict to the address given, or to each address of a
+    list in turn (the last one from then on); other names as usual."""
+    names, resolve = {}, socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in names:
+            address = names[host]
+            if isinstance(address, list):
+                address = address.pop(0) if len(address) > 1 else address[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return names

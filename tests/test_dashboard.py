@@ -4,7 +4,6 @@ webhook endpoints and branding, all within the merchant's own business and mode.
 import base64
 import io
 import re
-import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -44,21 +43,6 @@ def merchant(client, owner):
     answer = sign_in(client, "owner@acme.test", PASSWORD)
     assert answer.status_code == 303
     return client
-
-
-@pytest.fixture
-def dns(monkeypatch):
-    """Host names resolve to the addresses a test gives them (no network needed)."""
-    names = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in names:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
 
 
 def csrf_token(html: str) -> str:

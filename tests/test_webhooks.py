@@ -23,10 +23,11 @@ from dodopayments.types import SubscriptionOnHoldWebhookEvent
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from core import billing, jobs, payloads
+from core.endpoints import check_url, new_secret
 from core.hookspecs import Notification
 from core.models import Business, Delivery, Event, WebhookEndpoint, utcnow
 from plugins import webhooks
-from plugins.webhooks import ATTEMPTS, JITTER, SCHEDULE, check_url, new_secret, replay, retry_due, send
+from plugins.webhooks import ATTEMPTS, JITTER, SCHEDULE, replay, retry_due, send
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_IP = "93.184.216.34"
@@ -355,24 +356,6 @@ def test_urls_reaching_a_private_address_are_refused(url):
 def test_urls_that_are_not_plain_http_are_refused(url, reason):
     with pytest.raises(ValueError, match=reason):
         check_url(url, allow_private=False)
-
-
-@pytest.fixture
-def dns(monkeypatch):
-    """Resolve the names put in the returned dict to the address given, or to each address of a
-    list in turn (the last one from then on); other names as usual."""
-    names, resolve = {}, socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in names:
-            address = names[host]
-            if isinstance(address, list):
-                address = address.pop(0) if len(address) > 1 else address[0]
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
-        return resolve(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
 
 
 def test_a_public_host_is_accepted_with_the_addresses_it_resolves_to(dns):
