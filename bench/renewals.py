@@ -103,8 +103,12 @@ def main():
 
     import redis
 
-    claimed = next(i for i in range(15, 0, -1) if redis.Redis.from_url(f"{REDIS}/{i}").dbsize() == 0)
-    redis_url = f"{REDIS}/{claimed}"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import claim_redis_database
+
+    redis_url = claim_redis_database(REDIS)
+    if redis_url is None:
+        sys.exit("no Redis database (1-15) is free")
     with tempfile.TemporaryDirectory() as folder:
         url, drop = database(args.database, folder)
         env = {**os.environ, "PORTICO_ENV": "testing", "PORTICO_DATABASE_URL": url,

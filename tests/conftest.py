@@ -122,25 +122,46 @@ def client(app):
     return app.test_client()
 
 
+MARKER, LEASE = "portico:test-db", "portico:test-lease"
+LEASE_SECONDS = 1800
+
+
+def claim_redis_database(base_url: str) -> str | None:
+    """Claim a Redis database (1-15) for one test or benchmark run, or ``None`` if none is free.
+
+    A database is free when it is empty, or when it holds Portico's test marker but no live
+    lease: the leftovers of a run that was killed, flushed before reuse. Databases holding
+    anything else are never touched. The lease expires by itself if the run dies.
+    """
+    import redis
+
+    token = uuid.uuid4().hex
+    for index in range(15, 0, -1):
+        conn = redis.Redis.from_url(f"{base_url}/{index}")
+        leftovers = conn.exists(MARKER) and not conn.exists(LEASE)
+        if (conn.dbsize() == 0 or leftovers) and conn.set(LEASE, token, nx=True, ex=LEASE_SECONDS):
+            if leftovers:
+                conn.flushdb()
+                conn.set(LEASE, token, ex=LEASE_SECONDS)
+            conn.set(MARKER, "1")
+            return f"{base_url}/{index}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """A Redis database of this test run's own (claimed, then emptied at the end)."""
     import redis
 
     try:
-        probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        probe.ping()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as error:
         need_service(f"Redis is not reachable at {REDIS_URL}: {error}")
-    claim = f"portico-test-claim-{uuid.uuid4().hex}"
-    for index in range(15, 0, -1):
-        conn = redis.Redis.from_url(f"{REDIS_URL}/{index}")
-        if conn.dbsize() == 0 and conn.set("portico:test-claim", claim, nx=True):
-            break
-    else:
-        need_service("no empty Redis database (1-15) is free for this test run")
-    yield f"{REDIS_URL}/{index}"
-    conn.flushdb()
+    url = claim_redis_database(REDIS_URL)
+    if url is None:
+        need_service("no Redis database (1-15) is free for this test run")
+    yield url
+    redis.Redis.from_url(url).flushdb()
 
 
 # --- Builders -------------------------------------------------------------------------------

@@ -147,13 +147,21 @@ def redis_app(make_app, redis_url, cli_env):
                     "MAIL_OUTBOX": cli_env["PORTICO_MAIL_OUTBOX"]})
     env = {**os.environ, **cli_env, "PORTICO_REDIS_URL": redis_url, "PORTICO_QUEUE_NAME": queue_name}
 
+    started = []
+
     def worker(*args, **kwargs):
-        return subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *args], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, **kwargs)
+        process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *args], cwd=ROOT,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True, **kwargs)
+        started.append(process)
+        return process
 
     app.worker = worker
     yield app
+    for process in started:  # never leave a worker behind, whatever the test did
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     with app.app_context():
         jobs.queue().empty()
 

@@ -188,3 +188,12 @@ def test_recorded_event_is_mailed_through_dispatch(smtp_app, inbox, business, cu
     assert message["Subject"] == "Cancellation confirmed: your Pro plan subscription"
     assert "cancelled as of February 14, 2025" in message.get_body(("plain",)).get_content()
     assert Event.get_by_id(event.id).dispatched_at is not None
+
+
+def test_the_old_address_hears_of_an_email_change_without_any_link(smtp_app, inbox, business, customer):
+    registry(smtp_app).call_one("notify", "mail", app=smtp_app, notification=notification(
+        business, customer, type="customer.email_changed", data={"email": "old@example.com"}))
+    [message] = inbox.messages()
+    assert message["To"].addresses[0].addr_spec == "old@example.com"
+    assert "now uses another e-mail address" in message["Subject"]
+    assert "http" not in message.get_body(("plain",)).get_content()
