@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from conftest import need_service
 from dodopayments import DodoPayments
 from dodopayments.types import SubscriptionOnHoldWebhookEvent
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -408,7 +409,7 @@ def test_a_delivery_connects_to_the_checked_address_and_keeps_the_host_name(cust
 def certificate(tmp_path):
     """A self-signed certificate for ``hooks.example.test`` and its key."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        need_service("the openssl command is not installed (make test installs it)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "1", "-subj", "/CN=hooks.example.test",
