@@ -11,14 +11,16 @@ TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl
 
 .PHONY: run test test-sqlite test-postgresql system-deps test-system-deps clean
 
-$(BIN)/portico: setup.cfg pyproject.toml
+$(BIN)/portico: setup.cfg pyproject.toml $(wildcard core/translations/*/LC_MESSAGES/*.po)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
+	$(BIN)/pybabel -q compile -d core/translations
 	touch $@
 
-$(VENV)/.test-deps: $(BIN)/portico
-	$(BIN)/pip install -q -e '.[test]'
+# The Stripe plugin is installed like any third-party plugin, with its own package.
+$(VENV)/.test-deps: $(BIN)/portico plugins/stripe/setup.cfg
+	$(BIN)/pip install -q -e '.[test]' -e ./plugins/stripe
 	touch $@
 
 system-deps:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from core import api, auth, dashboard, jobs, portal, signin, web
+from core import api, auth, dashboard, i18n, jobs, portal, signin, web
 from core import config as configuration
 from core import plugins as plugin_system
 from core.config import ConfigError
@@ -39,6 +39,7 @@ def create_app(config=None, plugins=()):
     plugin_system.init_app(app, plugins)
     web.init_app(app)
     auth.init_app(app)
+    i18n.init_app(app)
     for area in (signin, portal, dashboard, api):
         app.register_blueprint(area.bp)
 

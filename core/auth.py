@@ -127,16 +127,19 @@ def issue_token(customer, purpose: str, ttl: int, data=None) -> str:
     return raw
 
 
-def sign_in_link(customer, purpose: str = "magic_link", return_url: str | None = None) -> str:
+def sign_in_link(customer, purpose: str = "magic_link", return_url: str | None = None,
+                 next: str | None = None) -> str:
     """A fresh sign-in URL for ``customer``, ``{BASE_URL}/session/{token}``.
 
     Built from the configured base URL, never the request's ``Host``. A ``magic_link`` lives
     ``MAGIC_LINK_TTL``; an ``api_session`` link, handed to the merchant's server to redirect
-    the customer at once, lives ``API_SESSION_LINK_TTL`` unless visited.
+    the customer at once, lives ``API_SESSION_LINK_TTL`` unless visited. ``next`` is the
+    portal page the customer lands on once signed in (a ``/portal/`` path).
     """
     config = current_app.config
     ttl = config["API_SESSION_LINK_TTL"] if purpose == "api_session" else config["MAGIC_LINK_TTL"]
-    raw = issue_token(customer, purpose, ttl, {"return_url": return_url} if return_url else None)
+    data = {name: value for name, value in (("return_url", return_url), ("next", next)) if value}
+    raw = issue_token(customer, purpose, ttl, data or None)
     return f"{config['BASE_URL']}/session/{raw}"
 
 
@@ -277,14 +280,17 @@ def request_sign_in_link(business_id: str, mode: str, email: str, ip=None):
     _notify(customer, "customer.sign_in_link", link=sign_in_link(customer))
 
 
-def send_sign_in_link(customer_id: str, return_url: str | None = None, requested_by: str | None = None):
+def send_sign_in_link(customer_id: str, return_url: str | None = None, requested_by: str | None = None,
+                      next: str | None = None):
     """Job: e-mail a fresh magic link to a customer (dashboard "Send by e-mail", API
-    ``send_email``); ``requested_by`` names the merchant user or API key for the audit log."""
+    ``send_email``, the portal's "sign in again"); ``requested_by`` names the merchant user,
+    API key or portal for the audit log; ``next`` is the portal page to land on."""
     customer = Customer.get_or_none(Customer.id == customer_id)
     if customer is None or customer.blocked_at is not None:
         return
     audit("sign_in_link.sent", customer=customer, by=requested_by)
-    _notify(customer, "customer.sign_in_link", link=sign_in_link(customer, return_url=return_url))
+    _notify(customer, "customer.sign_in_link",
+            link=sign_in_link(customer, return_url=return_url, next=next))
 
 
 def _notify(customer, type_: str, data=None, link: str | None = None):

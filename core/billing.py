@@ -560,6 +560,21 @@ def undo_cancel(subscription: Subscription) -> Subscription:
         return sub
 
 
+def update_details(subscription: Subscription, billing: dict | None = None,
+                   metadata: dict | None = None) -> Subscription:
+    """Replace a subscription's billing address and/or metadata (never its status or amounts)."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if billing is not None:
+            sub.billing = billing
+        if metadata is not None:
+            sub.metadata = metadata
+        sub.updated_at = utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
+
+
 # --- Plan changes ----------------------------------------------------------------------------
 
 
@@ -617,7 +632,8 @@ def change_plan(subscription: Subscription, product: Product, quantity: int = 1)
                   "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
         if not preview.upgrade:
             sub.scheduled_change = {**change, "effective_at": payloads.iso(preview.effective_at),
-                                    "product_name": product.name}
+                                    "product_name": product.name, "id": new_id("spc"),
+                                    "created_at": payloads.iso(utcnow())}
             sub.updated_at = utcnow()
             sub.save()
             _emit_subscription("subscription.updated", sub)
@@ -640,6 +656,18 @@ def change_plan(subscription: Subscription, product: Product, quantity: int = 1)
                                description=product.name, metadata={"change": change})
         _queue_charge(payment)
     return payment
+
+
+def cancel_scheduled_change(subscription: Subscription) -> Subscription:
+    """Drop a downgrade waiting for the next billing date: the plan stays as it is."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if not sub.scheduled_change:
+            raise BillingError("NO_SCHEDULED_PLAN_CHANGE", "this subscription has no plan change scheduled")
+        sub.scheduled_change, sub.updated_at = None, utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
 
 
 def _apply_plan(sub: Subscription, change: dict):
@@ -714,12 +742,15 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
 def render_invoice_html(invoice: Invoice, locale: str | None = None) -> str:
     """The invoice as HTML, in the customer's language, for renderers and previews."""
     from flask import render_template
+    from flask_babel import force_locale
 
+    from core.i18n import customer_locale
     from core.money import format_money
 
-    locale = locale or invoice.customer.preferred_locale or "en"
-    return render_template("invoice/invoice.html", invoice=invoice, locale=locale,
-                           money=lambda amount, currency: format_money(amount, currency, locale))
+    locale = locale or customer_locale(invoice.customer)
+    with force_locale(locale):
+        return render_template("invoice/invoice.html", invoice=invoice, locale=locale,
+                               money=lambda amount, currency: format_money(amount, currency, locale))
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:

@@ -36,6 +36,8 @@ DEFAULTS = {
     "SIGN_IN_LIMIT_PER_IP": "20 per hour",  # sign-in link requests from one address
     "TOKEN_FAILURE_LIMIT_PER_IP": "30 per hour",  # invalid sign-in links opened from one IP
     "DASHBOARD_SIGN_IN_LIMIT": "10 per 15 minutes",  # failed dashboard sign-ins per IP and e-mail
+    "API_RATE_LIMIT": "50 per second; 1000 per minute",  # merchant API calls per API key
+    "API_PUBLIC_RATE_LIMIT": "20 per second; 300 per minute",  # /licenses/* calls per IP address
     "PROXY_HOPS": 0,  # reverse proxies in front of Portico whose X-Forwarded-* headers to trust
     "RENEWAL_SWEEP_INTERVAL": 60,
     "INVOICE_PDF_AHEAD": True,  # render each invoice's PDF when issued, not at first download

@@ -8,6 +8,7 @@ job ids are set in one place.
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -164,8 +165,45 @@ def periodic_sweep():
 
 
 
+class LazyLink(Mapping):
+    """Notification secrets ``{"link": …}`` whose link is minted on first read, so only the
+    notifier that shows it to the customer (e-mail) ever issues a token."""
+
+    def __init__(self, mint):
+        self._mint, self._link, self._minted = mint, None, False
+
+    def __getitem__(self, key):
+        if key != "link":
+            raise KeyError(key)
+        if not self._minted:
+            self._link, self._minted = self._mint(), True
+        return self._link
+
+    def __iter__(self):
+        return iter(("link",))
+
+    def __len__(self):
+        return 1
+
+
+def update_payment_method_link(customer_id: str, subscription_id: str) -> str | None:
+    """A fresh sign-in link that lands on updating the subscription's payment method."""
+    from core.auth import sign_in_link
+    from core.models import Customer
+
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None or customer.blocked_at is not None:
+        return None
+    path = current_app.url_map.bind("").build("portal.payment_method",
+                                              {"subscription_id": subscription_id})
+    return sign_in_link(customer, next=path)
+
+
 def deliver(event_id: str, plugin_name: str):
-    """Hand one recorded event to one notifier plugin (each notifier gets its own job)."""
+    """Hand one recorded event to one notifier plugin (each notifier gets its own job).
+
+    A failed subscription payment carries a sign-in link to update the payment method.
+    """
     from core.models import Event
     from core.plugins import registry
 
@@ -173,7 +211,12 @@ def deliver(event_id: str, plugin_name: str):
     if event is None:
         log.warning("event %s no longer exists; nothing to deliver", event_id)
         return
-    registry().call_one("notify", plugin_name, notification=event.notification(),
+    notification = event.notification()
+    subscription_id = event.data.get("subscription_id")
+    if event.type == "payment.failed" and event.customer_id and subscription_id:
+        notification.secrets = LazyLink(
+            lambda: update_payment_method_link(event.customer_id, subscription_id))
+    registry().call_one("notify", plugin_name, notification=notification,
                         app=current_app._get_current_object())
 
 

@@ -218,6 +218,7 @@ class Product(BaseModel):
     license_key_activations_limit = pw.IntegerField(null=True)
     license_key_duration_count = pw.IntegerField(null=True)
     license_key_duration_interval = pw.CharField(null=True)
+    license_key_activation_message = pw.TextField(null=True)
     license_source = pw.CharField(default="licenses")
     archived = pw.BooleanField(default=False)
     metadata = JSONField(default=dict)
@@ -238,6 +239,7 @@ class Addon(BaseModel):
     price = MoneyField()
     currency = pw.CharField(max_length=3)
     tax_category = pw.CharField(default="saas")
+    archived = pw.BooleanField(default=False)
     updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
@@ -408,7 +410,8 @@ class LicenseKey(BaseModel):
     payment = pw.ForeignKeyField(Payment, null=True)
     subscription = pw.ForeignKeyField(Subscription, null=True)
     key = pw.CharField(unique=True)
-    source = pw.CharField(default="licenses")
+    source = pw.CharField(default="licenses")  # the license source plugin that validates it
+    origin = pw.CharField(default="auto")  # auto (issued with a purchase) or import (by the API)
     status = pw.CharField(default="active")  # active, expired, disabled
     activations_limit = pw.IntegerField(null=True)
     instances_count = pw.IntegerField(default=0)

@@ -4,16 +4,35 @@ One function per record, so an event recorded in the outbox and the API's answer
 record always agree. Times are ISO 8601 in UTC; money is integer minor units.
 """
 
-from core.models import Customer, LicenseKey, Payment, Subscription
+from flask import current_app
+
+from core.models import (
+    Addon,
+    Customer,
+    LicenseKey,
+    LicenseKeyInstance,
+    Payment,
+    PaymentMethod,
+    Product,
+    Subscription,
+    WebhookEndpoint,
+)
 
 
 def iso(value):
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
+def metadata(value) -> dict:
+    """A record's metadata as Dodo shows it: its text, number and true/false values only (the
+    billing core keeps its own details, such as invoice lines, beside the merchant's)."""
+    return {key: item for key, item in (value or {}).items()
+            if isinstance(item, str | int | float | bool)}
+
+
 def customer_limited(customer: Customer) -> dict:
     return {"customer_id": customer.id, "email": customer.email, "name": customer.name,
-            "metadata": customer.metadata or {}, "phone_number": customer.phone_number}
+            "metadata": metadata(customer.metadata), "phone_number": customer.phone_number}
 
 
 def customer(record: Customer) -> dict:
@@ -50,13 +69,33 @@ def subscription(sub: Subscription) -> dict:
         "cancellation_feedback": sub.cancellation_feedback,
         "cancellation_comment": sub.cancellation_comment,
         "payment_method_id": sub.payment_method_id, "has_payment_method": bool(sub.payment_method_id),
-        "scheduled_change": sub.scheduled_change, "metadata": sub.metadata or {},
+        "scheduled_change": scheduled_change(sub), "metadata": metadata(sub.metadata),
         "created_at": iso(sub.created_at), "on_demand": False, "meters": [],
         "credit_entitlement_cart": [], "meter_credit_entitlement_cart": [], "discounts": [],
         "tax_id": sub.customer.tax_id, "customer_business_name": None, "paused_at": None,
         "trial_amount": None, "discount_id": None, "discount_cycles_remaining": None,
         "custom_field_responses": None,
     }
+
+
+def scheduled_change(sub: Subscription) -> dict | None:
+    """A downgrade waiting for the next billing date, as Dodo's ``ScheduledPlanChange``."""
+    change = sub.scheduled_change
+    if not change:
+        return None
+    names = {a.id: a.name for a in Addon.select(Addon.id, Addon.name).where(
+        Addon.id.in_([item["addon_id"] for item in sub.addons]))} if sub.addons else {}
+    return {"id": change.get("id") or f"spc_{sub.id}", "product_id": change["product_id"],
+            "product_name": change.get("product_name"), "product_description": None,
+            "quantity": change["quantity"], "effective_at": change["effective_at"],
+            "created_at": change.get("created_at") or iso(sub.updated_at),
+            "addons": [{"addon_id": item["addon_id"], "name": names.get(item["addon_id"], ""),
+                        "quantity": item["quantity"]} for item in sub.addons]}
+
+
+def invoice_url(payment_id: str) -> str:
+    """Where the invoice PDF of a payment is fetched with an API key."""
+    return f"{current_app.config['BASE_URL']}/api/invoices/payments/{payment_id}"
 
 
 PAYMENT_STATUS = {"processing": "processing", "succeeded": "succeeded", "failed": "failed",
@@ -66,7 +105,7 @@ PAYMENT_STATUS = {"processing": "processing", "succeeded": "succeeded", "failed"
 def payment(pay: Payment) -> dict:
     """A ``Payment`` as Dodo's API and its ``payment.*`` webhooks show it."""
     method = pay.payment_method
-    invoice = pay.invoices.first() if pay.status == "succeeded" else None
+    invoice = next(iter(pay.invoices), None) if pay.status == "succeeded" else None
     period = ([{"subscription_id": pay.subscription_id, "starts_at": iso(pay.period_start),
                 "ends_at": iso(pay.period_end), "proration_factor": "1"}]
               if pay.subscription_id and pay.period_start else [])
@@ -91,8 +130,9 @@ def payment(pay: Payment) -> dict:
         "card_issuing_country": None, "payment_provider": "dodo",
         "error_code": pay.failure_code, "error_message": pay.failure_message,
         "payment_link": pay.action_url, "invoice_id": invoice.id if invoice else None,
-        "invoice_url": None, "retry_attempt": max(pay.attempts - 1, 0),
-        "service_periods": period, "refunds": [], "disputes": [], "metadata": pay.metadata or {},
+        "invoice_url": invoice_url(pay.id) if invoice else None,
+        "retry_attempt": max(pay.attempts - 1, 0),
+        "service_periods": period, "refunds": [], "disputes": [], "metadata": metadata(pay.metadata),
         "digital_products_delivered": False, "includes_usage": False,
         "is_multi_subscription": False, "created_at": iso(pay.created_at),
         "updated_at": iso(pay.updated_at), "discount_id": None, "discounts": None,
@@ -104,9 +144,98 @@ def payment(pay: Payment) -> dict:
 
 def license_key(key: LicenseKey) -> dict:
     """A ``LicenseKey`` as Dodo's API and its ``license_key.created`` webhook show it."""
-    return {"id": key.id, "business_id": key.business_id, "customer_id": key.customer_id,
-            "product_id": key.product_id, "payment_id": key.payment_id,
-            "subscription_id": key.subscription_id, "key": key.key, "status": key.status,
-            "activations_limit": key.activations_limit, "instances_count": key.instances_count,
-            "expires_at": iso(key.expires_at), "created_at": iso(key.created_at),
-            "source": "auto"}
+    return {"id": key.id, "business_id": key.business_id, "brand_id": key.business_id,
+            "customer_id": key.customer_id, "product_id": key.product_id,
+            "payment_id": key.payment_id, "subscription_id": key.subscription_id, "key": key.key,
+            "status": key.status, "activations_limit": key.activations_limit,
+            "instances_count": key.instances_count, "expires_at": iso(key.expires_at),
+            "created_at": iso(key.created_at), "source": key.origin}
+
+
+def license_key_instance(instance: LicenseKeyInstance, business_id: str) -> dict:
+    """An activation of a license key, as Dodo's ``LicenseKeyInstance``."""
+    return {"id": instance.id, "business_id": business_id, "license_key_id": instance.license_key_id,
+            "name": instance.name, "created_at": iso(instance.created_at)}
+
+
+def license_activation(instance: LicenseKeyInstance, key: LicenseKey) -> dict:
+    """A fresh activation as the public ``/licenses/activate`` answers it."""
+    return {**license_key_instance(instance, key.business_id),
+            "customer": customer_limited(key.customer),
+            "product": {"product_id": key.product_id, "name": key.product.name}}
+
+
+# --- Catalogue ---------------------------------------------------------------------------------
+
+
+def price(product: Product) -> dict:
+    """A product's price as Dodo's ``Price`` union: ``one_time_price`` or ``recurring_price``."""
+    common = {"currency": product.currency, "price": product.price, "discount": 0,
+              "discount_bps": None, "purchasing_power_parity": False,
+              "tax_inclusive": product.tax_inclusive}
+    if not product.is_recurring:
+        return {"type": "one_time_price", **common, "pay_what_you_want": False,
+                "suggested_price": None}
+    return {"type": "recurring_price", **common,
+            "payment_frequency_count": product.payment_frequency_count,
+            "payment_frequency_interval": product.payment_frequency_interval,
+            "subscription_period_count": product.subscription_period_count,
+            "subscription_period_interval": product.subscription_period_interval,
+            "trial_period_days": product.trial_period_days}
+
+
+def _product_common(record: Product) -> dict:
+    return {"product_id": record.id, "business_id": record.business_id, "name": record.name,
+            "description": record.description, "image": None, "is_recurring": record.is_recurring,
+            "tax_category": record.tax_category, "metadata": metadata(record.metadata),
+            "entitlements": [], "pricing_mode": None, "created_at": iso(record.created_at),
+            "updated_at": iso(record.updated_at)}
+
+
+def product(record: Product, addon_ids: list[str]) -> dict:
+    """A ``Product`` as Dodo's API shows one; ``tax_rate_bps`` is Portico's own."""
+    duration = ({"count": record.license_key_duration_count,
+                 "interval": record.license_key_duration_interval}
+                if record.license_key_duration_count and record.license_key_duration_interval else None)
+    return {**_product_common(record), "brand_id": record.business_id, "price": price(record),
+            "tax_rate_bps": record.tax_rate_bps, "license_key_enabled": record.license_key_enabled,
+            "license_key_activations_limit": record.license_key_activations_limit,
+            "license_key_duration": duration,
+            "license_key_activation_message": record.license_key_activation_message,
+            "addons": addon_ids, "credit_entitlements": [], "digital_product_delivery": None,
+            "product_collection_id": None, "archived": record.archived}
+
+
+def product_list_item(record: Product) -> dict:
+    """A product as Dodo's product list shows it: the price flattened, and in ``price_detail``."""
+    return {**_product_common(record), "price": record.price, "currency": record.currency,
+            "tax_inclusive": record.tax_inclusive, "price_detail": price(record)}
+
+
+def addon(record: Addon) -> dict:
+    """An add-on as Dodo's ``AddonResponse``."""
+    return {"id": record.id, "business_id": record.business_id, "name": record.name,
+            "description": record.description, "image": None, "price": record.price,
+            "currency": record.currency, "tax_category": record.tax_category,
+            "archived": record.archived, "created_at": iso(record.created_at),
+            "updated_at": iso(record.updated_at)}
+
+
+def payment_method(method: PaymentMethod) -> dict:
+    """A saved card as Dodo lists a customer's payment methods: display details only."""
+    return {"payment_method_id": method.id, "payment_method": "card",
+            "payment_method_type": "credit", "recurring_enabled": True,
+            "last_used_at": iso(method.last_used_at),
+            "card": {"card_network": method.brand or None, "last4_digits": method.last4 or None,
+                     "expiry_month": f"{method.exp_month:02d}" if method.exp_month else None,
+                     "expiry_year": str(method.exp_year) if method.exp_year else None,
+                     "card_type": "credit", "card_holder_name": None, "card_issuing_country": None}}
+
+
+def webhook_endpoint(endpoint: WebhookEndpoint) -> dict:
+    """A webhook endpoint as Dodo's ``WebhookDetails`` (its secret has its own call)."""
+    return {"id": endpoint.id, "url": endpoint.url, "description": endpoint.description or "",
+            "metadata": {k: str(v) for k, v in (endpoint.metadata or {}).items()},
+            "disabled": endpoint.disabled, "filter_types": endpoint.filter_types or [],
+            "rate_limit": endpoint.rate_limit, "created_at": iso(endpoint.created_at),
+            "updated_at": iso(endpoint.updated_at)}

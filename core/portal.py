@@ -1,24 +1,111 @@
-"""The customer portal: pages for a signed-in customer, branded for their business.
+"""The customer portal: what a signed-in customer sees and does, branded for their business.
 
-For now its home page: who is signed in, the way back to the merchant's site, and signing
-out. Every view is ``customer_required``: the session is checked on the server each time.
+Overview, billing history (with invoice PDFs), subscriptions (cancel, undo, change plan,
+update the payment method, with a progress page while an arrears charge runs), license keys
+and profile. Views stay thin: money and state changes go through ``core.billing``,
+activations through ``core.licensing``, e-mail changes and links through ``core.auth``.
+
+Every view is ``customer_required`` (the session is checked on the server each time) and
+finds records only among the signed-in customer's own: another customer's id answers 404,
+exactly like an id that does not exist. Each page makes a fixed number of queries, however
+much history the customer has.
 """
 
-from flask import Blueprint, render_template
-from flask_login import current_user
+from functools import wraps
 
-from core.auth import customer_required
+import phonenumbers
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext, refresh
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from peewee import JOIN, prefetch
+from wtforms import EmailField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import (
+    AnyOf,
+    Email,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
+
+from core import auth, billing, licensing
+from core.auth import client_ip, customer_required
+from core.i18n import LOCALES, current_locale, day, supported
+from core.jobs import enqueue
+from core.models import (
+    Addon,
+    Customer,
+    Invoice,
+    LicenseKey,
+    LicenseKeyInstance,
+    Payment,
+    PaymentMethod,
+    Product,
+    Subscription,
+)
+from core.plugins import MissingPlugin, registry
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 
+PAGE_SIZE = 20
+RECENT = 5
+CURRENT = ("active", "on_hold", "pending")
+FEEDBACK = {
+    "too_expensive": lazy_gettext("It is too expensive"),
+    "missing_features": lazy_gettext("Features I need are missing"),
+    "switched_service": lazy_gettext("I switched to another service"),
+    "unused": lazy_gettext("I don't use it enough"),
+    "customer_service": lazy_gettext("I was unhappy with the support"),
+    "low_quality": lazy_gettext("The quality was not good enough"),
+    "too_complex": lazy_gettext("It is too complicated"),
+    "other": lazy_gettext("Another reason"),
+}
+DECLINES = {  # the provider's failure codes, in the customer's words and language
+    "card_declined": lazy_gettext("Your card was declined."),
+    "insufficient_funds": lazy_gettext("Your card has insufficient funds."),
+    "expired_card": lazy_gettext("Your card has expired."),
+    "no_payment_method": lazy_gettext("No payment method was available."),
+    "provider_unavailable": lazy_gettext("Card payments are not available at the moment."),
+}
+WHEN = {"period_end": lazy_gettext("At the end of the current period"), "now": lazy_gettext("Now")}
+REFUSALS = {  # BillingError codes a customer can meet here
+    "SUBSCRIPTION_INACTIVE": lazy_gettext("This subscription can no longer be changed."),
+    "INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED":
+        lazy_gettext("Only an active subscription can change plan."),
+    "PREVIOUS_PAYMENT_PENDING": lazy_gettext("A plan change is already being paid: wait a moment."),
+    "NO_ELIGIBLE_PAYMENT_METHODS": lazy_gettext("Choose one of your payment methods."),
+    "PRODUCT_IS_DELETED": lazy_gettext("This plan is no longer sold."),
+}
 
-@bp.get("/")
-@customer_required
-def home():
-    """The customer's home in the portal."""
+
+def portal_page(view):
+    """A portal view: signed-in customers only, rendered with who they are and their business."""
+
+    @customer_required
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        return view(current_user.customer, *args, **kwargs)
+
+    return wrapper
+
+
+def render(template, **context):
     user = current_user
-    return render_template("portal/home.html", business=user.business, mode=user.session.mode,
-                           customer=user.customer, return_url=return_url(user))
+    return render_template(template, business=user.business, mode=user.session.mode,
+                           customer=user.customer, return_url=return_url(user), **context)
 
 
 def return_url(user) -> str | None:
@@ -26,3 +113,543 @@ def return_url(user) -> str | None:
     business's default; only ever an http(s) URL."""
     url = user.session.return_url or user.business.default_return_url
     return url if url and url.startswith(("https://", "http://")) else None
+
+
+def refusal(error: billing.BillingError) -> str:
+    return str(REFUSALS.get(error.code, _("This change could not be made.")))
+
+
+def failure_reason(payment: Payment) -> str:
+    """Why a charge failed, in plain words and the customer's language."""
+    known = DECLINES.get(payment.failure_code)
+    return str(known) if known else payment.failure_message or _("The payment was declined.")
+
+
+# --- Finding the customer's own records (else 404) ------------------------------------------------
+
+
+def subscriptions_of(customer):
+    """The customer's subscriptions with their product and payment method, in one query."""
+    return (Subscription.select(Subscription, Product, PaymentMethod)
+            .join(Product, on=(Subscription.product == Product.id))
+            .switch(Subscription)
+            .join(PaymentMethod, JOIN.LEFT_OUTER, on=(Subscription.payment_method == PaymentMethod.id))
+            .where(Subscription.customer == customer))
+
+
+def own_subscription(customer, subscription_id) -> Subscription:
+    sub = subscriptions_of(customer).where(Subscription.id == subscription_id).first()
+    if sub is None:
+        abort(404)
+    sub.customer = customer
+    return sub
+
+
+def own_method(customer, method_id) -> PaymentMethod:
+    method = PaymentMethod.get_or_none((PaymentMethod.id == method_id)
+                                       & (PaymentMethod.customer == customer)
+                                       & PaymentMethod.deleted_at.is_null())
+    return method or abort(404)
+
+
+def saved_methods(customer) -> list[PaymentMethod]:
+    return list(PaymentMethod.select()
+                .where((PaymentMethod.customer == customer) & PaymentMethod.deleted_at.is_null())
+                .order_by(PaymentMethod.created_at.desc()))
+
+
+def other_plans(customer, sub: Subscription):
+    """Plans this subscription may move to: the business's other recurring products in the
+    same mode and currency, still on sale."""
+    return (Product.select()
+            .where((Product.business == customer.business_id) & (Product.mode == customer.mode)
+                   & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
+                   & (Product.currency == sub.currency) & (Product.id != sub.product_id))
+            .order_by(Product.price, Product.name))
+
+
+def with_invoices(query):
+    """Payments with their invoice (number only: never the PDF bytes), in one query."""
+    return (query.select_extend(Invoice.id, Invoice.number, Invoice.mode)
+            .join(Invoice, JOIN.LEFT_OUTER, on=(Invoice.payment == Payment.id), attr="invoice"))
+
+
+# --- Overview and billing history ------------------------------------------------------------------
+
+
+@bp.get("/")
+@portal_page
+def home(customer):
+    """Overview: what needs action first, then subscriptions, recent invoices and license keys."""
+    current = list(subscriptions_of(customer).where(Subscription.status.in_(CURRENT))
+                   .order_by(Subscription.created_at.desc()))
+    payments = list(with_invoices(Payment.select(Payment))
+                    .where((Payment.customer == customer) & (Payment.status == "succeeded"))
+                    .order_by(Payment.created_at.desc()).limit(RECENT))
+    keys = list(LicenseKey.select(LicenseKey, Product).join(Product)
+                .where(LicenseKey.customer == customer)
+                .order_by(LicenseKey.created_at.desc()).limit(RECENT))
+    return render("portal/home.html", on_hold=[s for s in current if s.status == "on_hold"],
+                  subscriptions=current, payments=payments, keys=keys)
+
+
+@bp.get("/billing")
+@portal_page
+def billing_history(customer):
+    """Every payment, newest first, a page at a time, with a PDF for each invoice."""
+    page = request.args.get("page", 1, type=int)
+    total = Payment.select().where(Payment.customer == customer).count()
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    if not 1 <= page <= pages:
+        abort(404)
+    payments = list(with_invoices(Payment.select(Payment)).where(Payment.customer == customer)
+                    .order_by(Payment.created_at.desc(), Payment.id.desc())
+                    .paginate(page, PAGE_SIZE))
+    return render("portal/billing.html", payments=payments, page=page, pages=pages, total=total)
+
+
+@bp.get("/invoices/<invoice_id>.pdf")
+@portal_page
+def invoice_pdf(customer, invoice_id):
+    """An invoice as a PDF, in the customer's language (rendered once, then kept)."""
+    invoice = Invoice.get_or_none((Invoice.id == invoice_id) & (Invoice.customer == customer))
+    if invoice is None:
+        abort(404)
+    name = f"invoice-{invoice.display_number}.pdf"
+    return current_app.response_class(billing.invoice_pdf(invoice), mimetype="application/pdf",
+                                      headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- Subscriptions -------------------------------------------------------------------------------
+
+
+@bp.get("/subscriptions")
+@portal_page
+def subscriptions(customer):
+    """Active subscriptions first, then past ones."""
+    subs = list(subscriptions_of(customer).order_by(Subscription.created_at.desc()))
+    return render("portal/subscriptions.html", current=[s for s in subs if s.status in CURRENT],
+                  past=[s for s in subs if s.status not in CURRENT])
+
+
+@bp.get("/subscriptions/<subscription_id>")
+@portal_page
+def subscription(customer, subscription_id):
+    """A subscription: plan, price, quantity, add-ons, status, renewal, payment method."""
+    sub = own_subscription(customer, subscription_id)
+    ids = [item["addon_id"] for item in sub.addons]
+    names = dict(Addon.select(Addon.id, Addon.name).where(Addon.id.in_(ids)).tuples()) if ids else {}
+    addons = [(names.get(item["addon_id"], item["addon_id"]), item["quantity"]) for item in sub.addons]
+    total, tax = billing.split_tax(sub.recurring_pre_tax_amount, sub.product.tax_rate_bps,
+                                   sub.tax_inclusive)
+    return render("portal/subscription.html", sub=sub, addons=addons, renewal_total=total,
+                  renewal_tax=tax, unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None)
+
+
+def unpaid_renewal(sub) -> Payment | None:
+    return (Payment.select().where((Payment.subscription == sub) & (Payment.kind == "renewal")
+                                   & (Payment.status == "failed"))
+            .order_by(Payment.created_at.desc()).first())
+
+
+class CancelForm(FlaskForm):
+    """When to cancel, and optionally why."""
+
+    when = StringField(lazy_gettext("When"), default="period_end", validators=[
+        InputRequired(lazy_gettext("Choose when to cancel.")),
+        AnyOf(list(WHEN), message=lazy_gettext("Choose when to cancel."))])
+    feedback = StringField(lazy_gettext("Reason (optional)"),
+                           validators=[Optional(), AnyOf(list(FEEDBACK))])
+    comment = TextAreaField(lazy_gettext("Anything you would like to tell us? (optional)"),
+                            validators=[Optional(), Length(max=1000)])
+
+
+@bp.route("/subscriptions/<subscription_id>/cancel", methods=["GET", "POST"])
+@portal_page
+def cancel(customer, subscription_id):
+    """Confirm what cancelling does and when, then cancel (now, or at the next billing date)."""
+    sub = own_subscription(customer, subscription_id)
+    if sub.status not in ("active", "on_hold"):
+        flash(_("This subscription is already %(status)s.", status=status_label(sub.status)))
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    form = CancelForm()
+    whens = dict(WHEN)
+    if sub.status != "active" or sub.cancel_at_next_billing_date:
+        del whens["period_end"]
+        form.when.validators[1].values = list(whens)
+        if not form.is_submitted():
+            form.when.data = "now"
+    if form.validate_on_submit():
+        later_on = form.when.data == "period_end"
+        try:
+            billing.cancel(sub, at_next_billing_date=later_on, feedback=form.feedback.data or None,
+                           comment=(form.comment.data or "").strip() or None,
+                           actor={"actor_type": "customer", "email": customer.email,
+                                  "name": customer.name})
+        except billing.BillingError as error:
+            flash(refusal(error), "error")
+        else:
+            flash(_("Your subscription will end on %(date)s. You can change your mind until then.",
+                    date=format_day(sub.next_billing_date)) if later_on
+                  else _("Your subscription is cancelled. You will not be charged for it again."))
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    return render("portal/cancel.html", sub=sub, form=form, whens=whens,
+                  feedback=FEEDBACK), 400 if form.errors else 200
+
+
+@bp.post("/subscriptions/<subscription_id>/undo-cancel")
+@portal_page
+def undo_cancel(customer, subscription_id):
+    """Keep a subscription that was set to end at its next billing date."""
+    sub = own_subscription(customer, subscription_id)
+    try:
+        billing.undo_cancel(sub)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+    else:
+        flash(_("Your subscription continues. It renews on %(date)s.",
+                date=format_day(sub.next_billing_date)))
+    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+
+
+class QuantityForm(FlaskForm):
+    quantity = IntegerField(lazy_gettext("Quantity"), default=1, validators=[
+        InputRequired(lazy_gettext("Enter a quantity.")),
+        NumberRange(min=1, max=1000, message=lazy_gettext("Enter a quantity from 1 to 1000."))])
+
+
+@bp.get("/subscriptions/<subscription_id>/plan")
+@portal_page
+def plans(customer, subscription_id):
+    """The plans this subscription can change to."""
+    sub = own_subscription(customer, subscription_id)
+    return render("portal/plans.html", sub=sub, plans=list(other_plans(customer, sub)))
+
+
+@bp.route("/subscriptions/<subscription_id>/plan/<product_id>", methods=["GET", "POST"])
+@portal_page
+def change_plan(customer, subscription_id, product_id):
+    """Preview a plan change (amount due now, new renewal amount), then confirm it: an upgrade
+    is charged at once (its outcome is shown), a downgrade waits for the next billing date."""
+    sub = own_subscription(customer, subscription_id)
+    product = other_plans(customer, sub).where(Product.id == product_id).first() or abort(404)
+    sent = request.form if request.method == "POST" else request.args
+    form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
+                        meta={"csrf": False})  # CSRFProtect checks every POST already
+    if "quantity" in sent and not form.validate():
+        return render("portal/plan_change.html", sub=sub, product=product, form=form,
+                      preview=None), 400
+    try:
+        preview = billing.preview_plan_change(sub, product, form.quantity.data)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    if request.method == "GET":
+        return render("portal/plan_change.html", sub=sub, product=product, form=form, preview=preview)
+    try:
+        payment = billing.change_plan(sub, product, form.quantity.data)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    if payment is not None:
+        return redirect(url_for(".payment", payment_id=payment.id), 303)
+    flash(_("Your plan is now %(plan)s.", plan=product.name) if preview.upgrade
+          else _("Your plan changes to %(plan)s on %(date)s.", plan=product.name,
+                 date=format_day(preview.effective_at)))
+    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+
+
+# --- Updating the payment method -----------------------------------------------------------------
+
+
+class MethodForm(FlaskForm):
+    payment_method = StringField(lazy_gettext("Payment method"),
+                                 validators=[InputRequired(lazy_gettext("Choose a payment method."))])
+
+
+def method_page(customer, sub, selected=None, added=None, status=200):
+    """The "Edit payment method" page: saved methods to choose from, or a new card."""
+    methods = saved_methods(customer)
+    form = MethodForm()
+    if not form.is_submitted():
+        form.payment_method.data = selected or sub.payment_method_id
+    open_charge = unpaid = None
+    if sub.status == "on_hold":
+        open_charge = (Payment.select().where((Payment.subscription == sub) & (Payment.kind == "arrears")
+                                              & (Payment.status == "processing")).first())
+        unpaid = unpaid_renewal(sub)
+    try:
+        registry().provider_for(customer.mode)
+        can_add = True
+    except MissingPlugin:
+        can_add = False
+    return render("portal/payment_method.html", sub=sub, form=form, methods=methods, added=added,
+                  open_charge=open_charge, unpaid=unpaid, can_add=can_add), status
+
+
+@bp.route("/subscriptions/<subscription_id>/payment-method", methods=["GET", "POST"])
+@portal_page
+def payment_method(customer, subscription_id):
+    """Choose a saved method (or add a card), then "Confirm changes": for an on-hold
+    subscription that charges the arrears, and the progress page follows."""
+    sub = own_subscription(customer, subscription_id)
+    if request.method == "GET":
+        return method_page(customer, sub)
+    form = MethodForm()
+    if not form.validate_on_submit():
+        return method_page(customer, sub, status=400)
+    method = own_method(customer, form.payment_method.data)
+    try:
+        payment = billing.update_payment_method(sub, method)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    if payment is not None:
+        return redirect(url_for(".payment", payment_id=payment.id), 303)
+    flash(_("Your payment method is now %(card)s.", card=billing.card_label(method)))
+    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+
+
+@bp.post("/subscriptions/<subscription_id>/payment-method/new")
+@portal_page
+def add_card(customer, subscription_id):
+    """Send the customer to the payment provider's own card form; it comes back to ``card_added``."""
+    sub = own_subscription(customer, subscription_id)
+    try:
+        provider = registry().provider_for(customer.mode)
+    except MissingPlugin:
+        flash(_("Adding a card is not available at the moment. Please contact %(business)s.",
+                business=current_user.business.name), "error")
+        return redirect(url_for(".payment_method", subscription_id=sub.id), 303)
+    back = url_for(".card_added", subscription_id=sub.id, _external=True)
+    return redirect(provider.setup_url(customer=customer, return_url=back), 303)
+
+
+@bp.get("/subscriptions/<subscription_id>/payment-method/added")
+@portal_page
+def card_added(customer, subscription_id):
+    """Back from the provider with ``?payment_method=``: the new card, selected, to confirm."""
+    sub = own_subscription(customer, subscription_id)
+    method = own_method(customer, request.args.get("payment_method", ""))
+    return method_page(customer, sub, selected=method.id, added=method)
+
+
+@bp.get("/payments/<payment_id>")
+@portal_page
+def payment(customer, payment_id):
+    """A charge the customer started (arrears, plan upgrade): in progress (the page refreshes
+    itself until the job ends), then what happened."""
+    payment = (Payment.select(Payment, PaymentMethod)
+               .join(PaymentMethod, JOIN.LEFT_OUTER, on=(Payment.payment_method == PaymentMethod.id))
+               .where((Payment.id == payment_id) & (Payment.customer == customer)).first())
+    if payment is None:
+        abort(404)
+    sub = own_subscription(customer, payment.subscription_id) if payment.subscription_id else None
+    return render("portal/payment.html", payment=payment, sub=sub,
+                  reason=failure_reason(payment) if payment.status == "failed" else None)
+
+
+@bp.get("/payments/<payment_id>/status")
+@portal_page
+def payment_status(customer, payment_id):
+    """The charge's status, for the progress page's script."""
+    status = (Payment.select(Payment.status)
+              .where((Payment.id == payment_id) & (Payment.customer == customer)).scalar())
+    if status is None:
+        abort(404)
+    return jsonify(status=status, done=status != "processing")
+
+
+# --- License keys --------------------------------------------------------------------------------
+
+
+@bp.get("/licenses")
+@portal_page
+def licenses(customer):
+    """Each key: product, status, expiry, activations used of the limit, and its instances."""
+    keys = (LicenseKey.select(LicenseKey, Product).join(Product)
+            .where(LicenseKey.customer == customer).order_by(LicenseKey.created_at.desc()))
+    instances = LicenseKeyInstance.select().order_by(LicenseKeyInstance.created_at)
+    return render("portal/licenses.html", keys=prefetch(keys, instances))
+
+
+@bp.post("/licenses/<key_id>/instances/<instance_id>/deactivate")
+@portal_page
+def deactivate(customer, key_id, instance_id):
+    """Free one activation of the customer's key."""
+    instance = (LicenseKeyInstance.select(LicenseKeyInstance, LicenseKey).join(LicenseKey)
+                .where((LicenseKeyInstance.id == instance_id) & (LicenseKey.id == key_id)
+                       & (LicenseKey.customer == customer)).first())
+    if instance is None:
+        abort(404)
+    try:
+        licensing.deactivate(instance.license_key.key, instance.id)
+    except licensing.LicenseError:
+        abort(404)
+    flash(_("%(name)s is no longer activated.", name=instance.name))
+    return redirect(url_for(".licenses"), 303)
+
+
+# --- Profile -------------------------------------------------------------------------------------
+
+
+class ProfileForm(FlaskForm):
+    name = StringField(lazy_gettext("Name"), validators=[Length(max=200)])
+    phone = StringField(lazy_gettext("Phone"), validators=[Optional(), Length(max=40)])
+    locale = SelectField(lazy_gettext("Language"), choices=LOCALES)
+
+    def __init__(self, *args, region=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.region, self.e164 = region, None
+
+    def validate_phone(self, field):
+        """Keep the number in E.164 (``+33612345678``), read with the customer's country."""
+        try:
+            number = phonenumbers.parse(field.data, self.region)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_valid_number(number):
+            raise ValidationError(_("Enter a valid phone number with its country code, "
+                                    "such as +33 6 12 34 56 78."))
+        self.e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class EmailChangeForm(FlaskForm):
+    email = EmailField(lazy_gettext("New e-mail address"), validators=[
+        InputRequired(lazy_gettext("Enter your new e-mail address.")), Length(max=254),
+        Email(lazy_gettext("Enter a valid e-mail address, such as name@example.com."))])
+
+
+def profile_page(customer, form=None, email_form=None, reauthenticate=False, status=200):
+    region = (customer.billing_address or {}).get("country")
+    if form is None:
+        form = ProfileForm(region=region, data={"name": customer.name, "locale": lang_of(customer),
+                                                "phone": phone_for_people(customer.phone_number)})
+    return render("portal/profile.html", form=form, email_form=email_form or EmailChangeForm(),
+                  reauthenticate=reauthenticate), status
+
+
+def lang_of(customer) -> str:
+    return supported(customer.preferred_locale) or current_locale()
+
+
+def phone_for_people(e164: str | None) -> str:
+    if not e164:
+        return ""
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(e164),
+                                          phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        return e164
+
+
+@bp.route("/profile", methods=["GET", "POST"])
+@portal_page
+def profile(customer):
+    """Name, phone (stored E.164) and language; the e-mail address has its own form."""
+    if request.method == "GET":
+        return profile_page(customer)
+    form = ProfileForm(region=(customer.billing_address or {}).get("country"))
+    if not form.validate_on_submit():
+        return profile_page(customer, form=form, status=400)
+    Customer.update(name=form.name.data.strip(), phone_number=form.e164,
+                    preferred_locale=form.locale.data).where(Customer.id == customer.id).execute()
+    customer.preferred_locale = form.locale.data
+    refresh()  # say it in the language just chosen
+    flash(_("Your profile is saved."))
+    return redirect(url_for(".profile"), 303)
+
+
+@bp.post("/profile/email")
+@portal_page
+def change_email(customer):
+    """Ask for a new address: a confirmation link goes there; nothing changes until it is used."""
+    form = EmailChangeForm()
+    if not form.validate_on_submit():
+        return profile_page(customer, email_form=form, status=400)
+    try:
+        auth.request_email_change(current_user.session, form.email.data, client_ip())
+    except auth.ReauthenticationRequired:
+        return profile_page(customer, email_form=form, reauthenticate=True, status=403)
+    except ValueError:
+        form.email.errors.append(_("Enter a valid e-mail address, such as name@example.com."))
+        return profile_page(customer, email_form=form, status=400)
+    flash(_("We sent a confirmation link to %(email)s. Your address changes when you open it.",
+            email=form.email.data.strip()))
+    return redirect(url_for(".profile"), 303)
+
+
+@bp.post("/profile/sign-in-again")
+@portal_page
+def sign_in_again(customer):
+    """E-mail a fresh sign-in link to the current address, leading back to the profile (an
+    e-mail change needs a recent sign-in)."""
+    if auth.allow_sign_in_email(customer.email):
+        enqueue(auth.send_sign_in_link, customer.id, current_user.session.return_url, "portal",
+                url_for(".profile"))
+    flash(_("We sent a sign-in link to %(email)s. Open it, then change your address.",
+            email=customer.email))
+    return redirect(url_for(".profile"), 303)
+
+
+# --- Words shared by the templates ---------------------------------------------------------------
+
+
+def format_day(value) -> str:
+    return day(value)
+
+
+STATUS = {
+    "active": lazy_gettext("Active"), "on_hold": lazy_gettext("On hold"),
+    "pending": lazy_gettext("Pending"), "cancelled": lazy_gettext("Cancelled"),
+    "expired": lazy_gettext("Expired"), "failed": lazy_gettext("Failed"),
+    "succeeded": lazy_gettext("Paid"), "processing": lazy_gettext("Processing"),
+    "requires_customer_action": lazy_gettext("Action needed"), "disabled": lazy_gettext("Disabled"),
+}
+KIND = {"new": lazy_gettext("Purchase"), "first": lazy_gettext("First payment"),
+        "renewal": lazy_gettext("Renewal"),
+        "arrears": lazy_gettext("Overdue payment"), "plan_change": lazy_gettext("Plan change")}
+
+
+def status_label(status: str) -> str:
+    return str(STATUS.get(status, status))
+
+
+def every(count: int, interval: str) -> str:
+    """``every month``, ``every 3 months``… in the page's language."""
+    from flask_babel import ngettext
+
+    words = {
+        "Day": lambda n: ngettext("every day", "every %(num)d days", n),
+        "Week": lambda n: ngettext("every week", "every %(num)d weeks", n),
+        "Month": lambda n: ngettext("every month", "every %(num)d months", n),
+        "Year": lambda n: ngettext("every year", "every %(num)d years", n),
+    }
+    return words.get(interval, words["Month"])(count)
+
+
+@bp.app_template_filter("status")
+def _status_filter(status):
+    return status_label(status)
+
+
+@bp.app_template_filter("kind")
+def _kind_filter(payment):
+    """What a payment was for: a purchase, a subscription's first payment, a renewal…"""
+    kind = "first" if payment.kind == "new" and payment.subscription_id else payment.kind
+    return str(KIND.get(kind, kind))
+
+
+@bp.app_template_filter("card")
+def _card_filter(method):
+    return billing.card_label(method)
+
+
+@bp.app_template_global("every")
+def _every(count, interval):
+    return every(count, interval)
+
+
+@bp.app_template_global("feedback_label")
+def _feedback_label(code):
+    return str(FEEDBACK.get(code, code or ""))

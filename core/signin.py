@@ -7,6 +7,8 @@ like every page here, ``Cache-Control: no-store``; after the POST the browser la
 without the token.
 """
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -16,8 +18,11 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField
@@ -36,10 +41,11 @@ CLEAR_SITE_DATA = '"cache", "cookies", "storage"'
 class EmailForm(FlaskForm):
     """The e-mail address a customer used for their purchase."""
 
-    email = EmailField("E-mail address", filters=[lambda value: value.strip() if value else value],
-                       validators=[InputRequired("Enter the e-mail address you used for your purchase."),
-                                   Length(max=254, message="This address is too long."),
-                                   Email("Enter a valid e-mail address, such as name@example.com.")])
+    email = EmailField(
+        lazy_gettext("E-mail address"), filters=[lambda value: value.strip() if value else value],
+        validators=[InputRequired(lazy_gettext("Enter the e-mail address you used for your purchase.")),
+                    Length(max=254, message=lazy_gettext("This address is too long.")),
+                    Email(lazy_gettext("Enter a valid e-mail address, such as name@example.com."))])
 
 
 def _ip_limit():
@@ -105,8 +111,12 @@ def use_magic_link(token):
     record = auth.sign_in_with_token(token, client_ip(), request.user_agent.string)
     if record is None:
         return link_unusable(auth.find_token(token))
+    locale = session.get("locale")  # a language chosen before signing in stays chosen
     auth.login(record)
-    return token_page(redirect(url_for("portal.home"), 303))
+    if locale:
+        session["locale"] = locale
+    landing = portal_path(auth.find_token(token).data.get("next"))
+    return token_page(redirect(landing or url_for("portal.home"), 303))
 
 
 @bp.get("/email/confirm/<token>")
@@ -128,7 +138,7 @@ def confirm_email_change(token):
     if record is None:
         return link_unusable(auth.find_token(token))
     auth.login(record)
-    flash(f"Your e-mail address is now {record.customer.email}.")
+    flash(_("Your e-mail address is now %(email)s.", email=record.customer.email))
     return token_page(redirect(url_for("portal.home"), 303))
 
 
@@ -161,6 +171,18 @@ def _signed_out(everywhere):
     return response
 
 
+def portal_path(path) -> str | None:
+    """``path`` if it is a plain relative path inside the portal (where a sign-in link may
+    lead), else ``None``: never another site, another area or a path that climbs out."""
+    if not isinstance(path, str) or not path.startswith("/portal/"):
+        return None
+    parts = urlsplit(path)
+    if (parts.scheme or parts.netloc or "\\" in path or ".." in parts.path.split("/")
+            or any(ord(char) < 33 for char in path)):
+        return None
+    return path
+
+
 def link_unusable(row):
     """The one answer for a link that is unknown, used, expired or meant for something else
     (410): it offers a new link from the business the link was for, when that is known."""
@@ -178,6 +200,9 @@ def token_page(page):
 
 
 def duration(seconds: int) -> str:
-    """``86400`` → ``24 hours``; ``600`` → ``10 minutes``."""
-    count, unit = (seconds // 3600, "hour") if seconds % 3600 == 0 else (seconds // 60, "minute")
-    return f"{count} {unit}{'' if count == 1 else 's'}"
+    """``86400`` → ``24 hours``; ``600`` → ``10 minutes`` (in the page's language)."""
+    from flask_babel import ngettext
+
+    if seconds % 3600 == 0:
+        return ngettext("%(num)d hour", "%(num)d hours", seconds // 3600)
+    return ngettext("%(num)d minute", "%(num)d minutes", seconds // 60)

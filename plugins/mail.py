@@ -5,7 +5,8 @@ with dots turned into underscores, e.g. ``payment_succeeded``); every other type
 The first line of the ``.txt`` template is the subject, the rest is the plain-text body; the
 ``.html`` template extends ``email/layout.html``. Templates see ``business``, ``customer``,
 ``recipient``, ``data`` (the event), ``secrets`` (e.g. ``secrets.link``, never stored),
-``portal_url``, ``invoice`` (when its PDF is attached) and the ``money`` and ``day`` filters.
+``portal_url``, ``invoice`` (when its PDF is attached) and the ``money`` and ``day`` filters;
+they are rendered in the customer's language (``_()`` is Flask-Babel's gettext).
 
 With ``SMTP_HOST`` set, messages go out by SMTP; a transient failure raises so the delivery
 job is retried, a permanent refusal is logged. Without it, they are appended to the mbox file
@@ -21,18 +22,19 @@ import mailbox
 import re
 import smtplib
 import ssl
-from datetime import datetime
 from email import message_from_binary_file, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
+from flask_babel import force_locale, get_locale
 from jinja2 import TemplateNotFound
 
 from core.hookspecs import hookimpl
+from core.i18n import customer_locale
 from core.models import Business, Customer, Invoice, utcnow
-from core.money import format_money
+from core.signin import duration
 
 log = logging.getLogger("portico.mail")
 
@@ -40,22 +42,11 @@ HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
 DEFAULT_COLOR = "#4f46e5"
 
 
-def money(amount, currency) -> str:
-    """Jinja filter: minor units as a receipt shows them, with the core's currency digits
-    (``1999|money("USD")`` → ``$19.99``, JPY ``¥1,500``, KWD ``KWD12.345``)."""
-    return format_money(int(amount), str(currency).upper())
-
-
-def day(value) -> str:
-    """Format a date (a datetime or an ISO 8601 string, as in event data) as ``February 1, 2025``."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return f"{value:%B} {value.day}, {value.year}"
-
-
 @hookimpl
 def notify(notification, app):
-    """E-mail the customer about ``notification`` when its type has templates; ignore it otherwise."""
+    """E-mail the customer about ``notification`` when its type has templates; ignore it otherwise.
+
+    The e-mail is written in the customer's language (``core.i18n.customer_locale``)."""
     env = _environment(app)
     name = notification.type.replace(".", "_")
     try:
@@ -70,7 +61,8 @@ def notify(notification, app):
     if business is None or not recipient:
         log.warning("%s %s has no recipient; no e-mail sent", notification.type, notification.id)
         return None
-    message = _compose(notification, app, templates, business, customer, recipient)
+    with force_locale(customer_locale(customer)):
+        message = _compose(notification, app, templates, business, customer, recipient)
     if app.config["SMTP_HOST"]:
         _send(message, app.config)
     else:
@@ -95,11 +87,11 @@ def outbox_messages(app) -> list[EmailMessage]:
 
 
 def _environment(app):
-    """The app's Jinja environment plus the e-mail filters, built once per app."""
+    """The app's Jinja environment (with its ``money`` and ``day`` filters, which follow the
+    locale), built once per app."""
     env = app.extensions.get("portico.mail")
     if env is None:
         env = app.jinja_env.overlay()
-        env.filters = {**env.filters, "money": money, "day": day}
         app.extensions["portico.mail"] = env
     return env
 
@@ -120,7 +112,8 @@ def _compose(notification, app, templates, business, customer, recipient) -> Ema
         else DEFAULT_COLOR,
         "logo_src": f"cid:{logo_cid[1:-1]}" if logo else None,
         "portal_url": f"{app.config['BASE_URL']}{login}{business.id}",
-        "link_valid_for": _duration(app.config["MAGIC_LINK_TTL"]),
+        "link_valid_for": duration(app.config["MAGIC_LINK_TTL"]),
+        "lang": str(get_locale() or "en"),
     }
     text_template, html_template = templates
     subject, _, text = text_template.render(context).strip().partition("\n")
@@ -144,12 +137,6 @@ def _compose(notification, app, templates, business, customer, recipient) -> Ema
         message.add_attachment(pdf, maintype="application", subtype="pdf",
                                filename=f"invoice-{invoice.display_number}.pdf")
     return message
-
-
-def _duration(seconds: int) -> str:
-    """``86400`` → ``24 hours``; ``1800`` → ``30 minutes``."""
-    count, unit = (seconds // 3600, "hour") if seconds % 3600 == 0 else (seconds // 60, "minute")
-    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def _data_uri_image(uri):

@@ -82,7 +82,7 @@ def _test_config(url, instance):
 
 def _empty_tables():
     tables = [m._meta.table_name for m in MODELS] + [
-        t for t in db.get_tables() if t.startswith("sandbox_")]
+        t for t in db.get_tables() if t.startswith(("sandbox_", "stripe_"))]
     if isinstance(db.obj, __import__("peewee").PostgresqlDatabase):
         db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
     else:
@@ -355,6 +355,38 @@ def reset_database(make_app):
     return _empty_tables
 
 
+class MerchantApi:
+    """The merchant API as a merchant's server calls it: ``api.post("/customers", {...})``
+    sends JSON with the bearer key and returns the response."""
+
+    def __init__(self, client, key):
+        self.client, self.key = client, key
+
+    def __call__(self, method, path, body=None, **kwargs):
+        headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
+        return self.client.open("/api" + path, method=method, json=body, headers=headers, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self("GET", path, **kwargs)
+
+    def post(self, path, body=None, **kwargs):
+        return self("POST", path, body, **kwargs)
+
+    def patch(self, path, body=None, **kwargs):
+        return self("PATCH", path, body, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self("DELETE", path, **kwargs)
+
+
+@pytest.fixture
+def api(client, business):
+    """The merchant API with a test-mode key of ``business``."""
+    from core.auth import create_api_key
+
+    return MerchantApi(client, create_api_key(business, "test")[1])
+
+
 # --- A real SMTP server ---------------------------------------------------------------------
 
 
@@ -395,6 +427,39 @@ def inbox():
     handler.port = controller.port
     yield handler
     controller.stop()
+
+
+# --- A fake Stripe --------------------------------------------------------------------------
+
+LOCALSTRIPE = """
+import sys
+
+import aiohttp.web
+import localstripe.resources
+import localstripe.server
+
+localstripe.resources.Store.dump_to_disk = lambda store: None  # from scratch, kept in memory
+aiohttp.web.run_app(localstripe.server.app, host="127.0.0.1", port=int(sys.argv[1]),
+                    print=lambda line: print(line, flush=True))
+"""
+
+
+@pytest.fixture(scope="session")
+def localstripe():
+    """localstripe (a fake Stripe API, webhooks and Stripe.js) started from scratch on a free
+    loopback port for this run; returns its address."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE, str(port)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if "Running on" not in server.stdout.readline():  # printed once it listens
+        server.kill()
+        need_service("localstripe cannot start (make test installs it)")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
 
 
 

@@ -84,5 +84,5 @@ def test_two_providers_with_the_same_name_stop_start_up(make_app):
 
 
 def test_a_missing_provider_names_the_plugin_to_install(app):
-    with pytest.raises(MissingPlugin, match="install and enable the plugin.*portico-stripe"):
-        registry(app).provider("stripe")
+    with pytest.raises(MissingPlugin, match="install and enable the plugin.*portico-paddle"):
+        registry(app).provider("paddle")

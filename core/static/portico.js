@@ -1,5 +1,6 @@
 // Portico's one script (the CSP allows no inline script): sign-in links that continue by
-// themselves, and copy buttons. Every page works without it.
+// themselves, copy buttons, and payment progress pages that move on when the charge ends.
+// Every page works without it.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -9,7 +10,7 @@ document.addEventListener("DOMContentLoaded", () => {
     form.submit();
   }
 
-  // "Copy" buttons copy the value of the field they name.
+  // "Copy" buttons copy the value of the field they name; their words come from the page.
   for (const button of document.querySelectorAll("button[data-copy]")) {
     const label = button.textContent;
     button.hidden = false;
@@ -17,12 +18,31 @@ document.addEventListener("DOMContentLoaded", () => {
       const field = document.getElementById(button.dataset.copy);
       try {
         await navigator.clipboard.writeText(field.value);
-        button.textContent = "Copied";
+        button.textContent = button.dataset.copied || "Copied";
       } catch {
         field.select();
-        button.textContent = "Press Ctrl+C to copy";
+        button.textContent = button.dataset.copyFailed || "Press Ctrl+C to copy";
       }
       setTimeout(() => { button.textContent = label; }, 2500);
     });
+  }
+
+  // A charge in progress: ask its status every second, and show the outcome once it is known
+  // (the page's <meta http-equiv="refresh"> does the same, more slowly, without script).
+  const progress = document.querySelector("[data-poll]");
+  if (progress) {
+    const poll = async () => {
+      try {
+        const answer = await fetch(progress.dataset.poll, {headers: {Accept: "application/json"}});
+        if (answer.ok && (await answer.json()).done) {
+          window.location.reload();
+          return;
+        }
+      } catch {
+        // a network hiccup: try again
+      }
+      setTimeout(poll, 1000);
+    };
+    setTimeout(poll, 1000);
   }
 });

@@ -1,0 +1,132 @@
+"""Customers: create, retrieve, list and update them; their saved payment methods; and the
+portal session link that signs one in."""
+
+from flask import g
+from peewee import IntegrityError
+
+from core import auth, payloads
+from core.api import schemas
+from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.jobs import enqueue
+from core.models import Customer, PaymentMethod, Subscription, db, utcnow
+
+TAG = "Customers"
+
+
+def _taken(email: str) -> ApiError:
+    existing = owned(Customer).where(Customer.email == email).first()
+    return ApiError(409, "CUSTOMER_ALREADY_EXISTS",
+                    f"A customer with this e-mail address already exists: {existing.id}."
+                    if existing else "A customer with this e-mail address already exists.")
+
+
+@route("POST", "/customers", tag=TAG, body=schemas.CustomerCreate, response=schemas.Customer,
+       errors=(409,))
+def create_customer(body: schemas.CustomerCreate):
+    """Create a customer; the e-mail address is unique per business and mode (409 otherwise)."""
+    try:
+        with db.atomic():
+            customer = Customer.create(business=g.business_id, mode=g.mode, email=body.email,
+                                       name=body.name, phone_number=body.phone_number,
+                                       preferred_locale=body.preferred_locale,
+                                       metadata=body.metadata or {})
+    except IntegrityError:
+        raise _taken(body.email) from None
+    return payloads.customer(customer)
+
+
+@route("GET", "/customers/{customer_id}", tag=TAG, response=schemas.Customer)
+def retrieve_customer(customer_id: str):
+    """A customer."""
+    return payloads.customer(scoped(Customer, customer_id, "customer"))
+
+
+@route("PATCH", "/customers/{customer_id}", tag=TAG, body=schemas.CustomerUpdate,
+       response=schemas.Customer, errors=(409,))
+def update_customer(customer_id: str, body: schemas.CustomerUpdate):
+    """Change a customer. A new e-mail address ends the customer's portal sessions and unused
+    sign-in links, which were bound to the old one."""
+    customer = scoped(Customer, customer_id, "customer")
+    sent = body.model_fields_set
+    changes = {name: getattr(body, name) for name in ("email", "name", "phone_number",
+                                                      "preferred_locale") if name in sent}
+    if "metadata" in sent:
+        changes["metadata"] = body.metadata or {}
+    email_changed = "email" in changes and changes["email"] != customer.email
+    try:
+        with db.atomic():
+            if changes:
+                Customer.update(**changes).where(Customer.id == customer.id).execute()
+    except IntegrityError:
+        raise _taken(changes["email"]) from None
+    customer = customer.refresh()
+    if email_changed:
+        auth.end_all_sessions(customer, reason="email_changed_by_api")
+    return payloads.customer(customer)
+
+
+@route("GET", "/customers", tag=TAG, query=schemas.CustomerListQuery,
+       response=schemas.items(schemas.Customer))
+def list_customers(query: schemas.CustomerListQuery):
+    """Customers, newest first; filter by creation time, exact e-mail or part of the name."""
+    rows = filtered(owned(Customer), Customer, query, {})
+    if query.email:
+        rows = rows.where(Customer.email == query.email.strip().lower())
+    if query.name:
+        rows = rows.where(Customer.name.contains(query.name))
+    return paginate(query, rows, payloads.customer, Customer.created_at.desc(), Customer.id.desc())
+
+
+# --- Payment methods ----------------------------------------------------------------------------
+
+
+def _methods(customer):
+    return PaymentMethod.select().where((PaymentMethod.customer == customer)
+                                        & PaymentMethod.deleted_at.is_null())
+
+
+@route("GET", "/customers/{customer_id}/payment-methods", tag=TAG, response=schemas.PaymentMethods)
+def list_payment_methods(customer_id: str):
+    """A customer's saved payment methods (cards: brand, last four, expiry), newest first."""
+    customer = scoped(Customer, customer_id, "customer")
+    methods = _methods(customer).order_by(PaymentMethod.created_at.desc(), PaymentMethod.id.desc())
+    return {"items": [payloads.payment_method(method) for method in methods]}
+
+
+@route("DELETE", "/customers/{customer_id}/payment-methods/{payment_method_id}", tag=TAG,
+       errors=(409,))
+def delete_payment_method(customer_id: str, payment_method_id: str):
+    """Remove a saved payment method; refused (409) while a subscription charges it."""
+    customer = scoped(Customer, customer_id, "customer")
+    method = _methods(customer).where(PaymentMethod.id == payment_method_id).first()
+    if method is None:
+        raise ApiError(404, "NOT_FOUND", "No such payment method.")
+    in_use = (Subscription.select().where((Subscription.payment_method == method)
+                                          & Subscription.status.in_(("pending", "active", "on_hold")))
+              .first())
+    if in_use:
+        raise ApiError(409, "PAYMENT_METHOD_IN_USE",
+                       f"Subscription {in_use.id} is charged to this payment method: give it "
+                       f"another one first.")
+    PaymentMethod.update(deleted_at=utcnow()).where(PaymentMethod.id == method.id).execute()
+
+
+# --- Portal sessions ----------------------------------------------------------------------------
+
+
+@route("POST", "/customers/{customer_id}/customer-portal/session", tag=TAG,
+       query=schemas.PortalSessionQuery, response=schemas.PortalSession)
+def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery):
+    """Create a portal session link for a customer: ``{"link": ...}``. The link signs the
+    customer in once, if visited within ``API_SESSION_LINK_TTL``; ``return_url`` becomes the
+    portal's "Return to {business}" link; ``send_email=true`` also e-mails them a sign-in link."""
+    customer = scoped(Customer, customer_id, "customer")
+    return_url = query.return_url or None
+    if return_url and g.mode == "live" and not return_url.startswith("https://"):
+        raise ApiError(400, "INVALID_QUERY_PARAMS",
+                       "return_url must be an absolute https:// URL of at most 2000 characters.")
+    link = auth.sign_in_link(customer, "api_session", return_url=return_url)
+    auth.audit("sign_in_link.issued", customer=customer, via="api", key=g.api_key.prefix)
+    if query.send_email:
+        enqueue(auth.send_sign_in_link, customer.id, return_url, g.api_key.prefix)
+    return {"link": link}

@@ -1,0 +1,940 @@
+"""The shapes on the wire, as pydantic models: what each request may carry, and what each
+answer holds (Dodo's models of SDK 1.123.0, every key always present).
+
+Request bodies are strict and closed (``extra="forbid"``), so a typo is a 422 naming the field
+rather than a silently ignored value; query parameters are read from strings. Anything the
+billing core cannot honour (discounts, trials, pay-what-you-want) is allowed only at its
+neutral value, so the document says exactly what is accepted.
+"""
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    Tag,
+)
+
+from core.api import enums
+
+# --- Building blocks -----------------------------------------------------------------------------
+
+Currency = Literal[enums.CURRENCIES]
+Country = Literal[enums.COUNTRIES]
+Locale = Literal[enums.LOCALES]
+TimeInterval = Literal[enums.TIME_INTERVALS]
+TaxCategory = Literal[enums.TAX_CATEGORIES]
+SubscriptionStatus = Literal[enums.SUBSCRIPTION_STATUSES]
+IntentStatus = Literal[enums.INTENT_STATUSES]
+LicenseKeyStatus = Literal[enums.LICENSE_KEY_STATUSES]
+LicenseKeySource = Literal[enums.LICENSE_KEY_SOURCES]
+CancellationFeedback = Literal[enums.CANCELLATION_FEEDBACK]
+EventType = Literal[enums.WEBHOOK_EVENT_TYPES]
+
+SINGLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"  # no control characters
+VISIBLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"  # and not blank
+NO_NUL = r"^[^\x00]*$"
+E164 = r"^\+[1-9][0-9]{6,14}$"
+URL = r"^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,5})?(/[!-~]*)?$"
+ITERATOR = r"^(next|prev):[A-Za-z0-9_]{1,64}$"
+
+# What a value failing each pattern should have been, in words
+PATTERN_MESSAGES = {
+    SINGLE_LINE: "must be one line of text, without control characters",
+    VISIBLE: "must be one line of text that is not blank, without control characters",
+    NO_NUL: "must not contain NUL characters",
+    E164: "must be a phone number in E.164 form, such as +15555550100",
+    URL: "must be an absolute http:// or https:// URL",
+    ITERATOR: "must be an iterator this API gave",
+}
+
+
+def line(max_length: int, min_length: int = 0):
+    """A single line of text of at most ``max_length`` characters."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length,
+                                            pattern=SINGLE_LINE)]
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=VISIBLE),
+                 AfterValidator(_strip)]
+Text = Annotated[str, StringConstraints(max_length=5000, pattern=NO_NUL)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SINGLE_LINE)]
+def _whole(value):
+    """JSON has one number type: 12.0 is the integer 12, as JSON Schema reads it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _false(value: bool) -> bool:
+    if value:
+        raise ValueError("is not supported: false only")
+    return value
+
+
+Zero = Annotated[StrictInt, Field(ge=0, le=0), BeforeValidator(_whole)]
+No = Annotated[StrictBool, Field(json_schema_extra={"const": False}), AfterValidator(_false)]
+
+
+def whole(ge: int, le: int, description: str | None = None):
+    """A whole number from ``ge`` to ``le``."""
+    return Annotated[StrictInt, Field(ge=ge, le=le, description=description), BeforeValidator(_whole)]
+
+
+Amount = whole(1, 10**12, "In minor units (cents).")
+Quantity = whole(1, 1000)
+Count = whole(1, 1000)
+Limit = whole(0, 1_000_000)
+
+
+def _email(value: str) -> str:
+    from core.auth import normalize_email
+
+    return normalize_email(value)
+
+
+Email = Annotated[str, StringConstraints(max_length=254), Field(json_schema_extra={"format": "email"}),
+                  AfterValidator(_email)]
+
+
+Phone = Annotated[str, StringConstraints(pattern=E164),
+                  Field(description="E.164: a + and 7 to 15 digits, such as +15555550100.")]
+
+Url = Annotated[str, StringConstraints(max_length=2000, pattern=URL)]
+
+# Metadata is stored as JSON text, so any character is safe in it
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MetadataText = Annotated[str, StringConstraints(max_length=500)]
+MetadataValue = MetadataText | StrictBool | StrictInt | Annotated[float, Field(allow_inf_nan=False)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=50)]
+StringMetadata = Annotated[dict[MetadataKey, MetadataText], Field(max_length=50)]
+
+
+class In(BaseModel):
+    """A request body: strict types, and no field it does not name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _query_bool(value):
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ValueError("must be true or false")
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _query_time(value):
+    """An ISO 8601 date and time (a missing offset reads as UTC); never a bare number."""
+    if isinstance(value, str):
+        if not ISO_TIME.match(value):
+            raise ValueError("must be an ISO 8601 date and time, such as 2025-01-01T00:00:00Z")
+        value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+QueryTime = Annotated[datetime, BeforeValidator(_query_time)]
+QueryId = Annotated[str, StringConstraints(max_length=64)]
+
+
+class Query(BaseModel):
+    """Query parameters: strings read into their types; parameters not named are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Page(Query):
+    page_number: int = Field(0, ge=0, le=1_000_000, description="The page, from 0.")
+    page_size: int = Field(10, ge=1, le=100, description="Items per page.")
+
+
+class CreatedPage(Page):
+    created_at_gte: QueryTime | None = Field(None, description="Created at or after this time.")
+    created_at_lte: QueryTime | None = Field(None, description="Created at or before this time.")
+
+
+OutMetadata = dict[str, str | int | float | bool]
+
+
+class Out(BaseModel):
+    """An answer: every key listed is always present (``None`` where it has no value)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Error(Out):
+    """Every error: a stable code (Dodo's where one exists) and a readable message."""
+
+    code: str
+    message: str
+
+
+# --- Customers -----------------------------------------------------------------------------------
+
+
+class CustomerCreate(In):
+    email: Email
+    name: Name
+    metadata: Metadata | None = None
+    phone_number: Phone | None = None
+    preferred_locale: Locale | None = None
+
+
+class CustomerUpdate(In):
+    """Only the fields sent change; ``null`` removes the phone number, locale or metadata."""
+
+    email: Email = None
+    name: Name = None
+    metadata: Metadata | None = None
+    phone_number: Phone | None = None
+    preferred_locale: Locale | None = None
+
+
+class CustomerListQuery(CreatedPage):
+    email: Annotated[str, StringConstraints(max_length=254)] | None = Field(
+        None, description="Only the customer with this e-mail address.")
+    name: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="Customers whose name contains this, in any case.")
+
+
+class PortalSessionQuery(Query):
+    send_email: QueryBool = Field(False, description="Also e-mail the customer a sign-in link.")
+    return_url: Url | None = Field(None, description="Shown in the portal as \"Return to {business}\"; "
+                                                     "https only with a live key.")
+
+
+class CustomerLimited(Out):
+    customer_id: str
+    email: str
+    name: str
+    metadata: OutMetadata | None
+    phone_number: str | None
+
+
+class Customer(CustomerLimited):
+    business_id: str
+    created_at: datetime
+    preferred_locale: Locale | None
+    blocked_at: datetime | None
+    blocklist_entry_id: str | None
+
+
+class PortalSession(Out):
+    link: str
+
+
+class Card(Out):
+    card_holder_name: str | None
+    card_issuing_country: Country | None
+    card_network: str | None
+    card_type: str | None
+    expiry_month: str | None
+    expiry_year: str | None
+    last4_digits: str | None
+
+
+class PaymentMethod(Out):
+    payment_method: Literal["card"]
+    payment_method_id: str
+    card: Card | None
+    last_used_at: datetime | None
+    payment_method_type: str | None
+    recurring_enabled: bool | None
+
+
+class PaymentMethods(Out):
+    items: list[PaymentMethod]
+
+
+# --- Products and add-ons ----------------------------------------------------------------------
+
+
+class OneTimePriceIn(In):
+    type: Literal["one_time_price"]
+    currency: Currency
+    price: Amount
+    tax_inclusive: bool | None = None
+    discount: Zero = Field(0, description="Discounts are not supported: 0 only.")
+    discount_bps: Zero | None = None
+    pay_what_you_want: No = False
+    purchasing_power_parity: No = False
+    suggested_price: None = None
+
+
+class RecurringPriceIn(In):
+    type: Literal["recurring_price"]
+    currency: Currency
+    price: Amount
+    payment_frequency_count: Count = Field(description="The billing cycle: every N intervals.")
+    payment_frequency_interval: TimeInterval
+    subscription_period_count: Count = Field(description="The whole term, after which it expires.")
+    subscription_period_interval: TimeInterval
+    tax_inclusive: bool | None = None
+    discount: Zero = Field(0, description="Discounts are not supported: 0 only.")
+    discount_bps: Zero | None = None
+    purchasing_power_parity: No = False
+    trial_period_days: Zero | None = Field(None, description="Trials are not supported: 0 only.")
+
+
+PriceIn = Annotated[OneTimePriceIn | RecurringPriceIn, Field(discriminator="type")]
+
+
+class LicenseKeyDuration(In):
+    count: Count
+    interval: TimeInterval
+
+
+class ProductCreate(In):
+    name: Name
+    price: PriceIn
+    tax_category: TaxCategory
+    description: Text | None = None
+    addons: Annotated[list[Id], Field(max_length=20)] | None = None
+    brand_id: Id | None = None
+    license_key_enabled: bool | None = None
+    license_key_activations_limit: Limit | None = None
+    license_key_duration: LicenseKeyDuration | None = None
+    license_key_activation_message: Text | None = None
+    metadata: Metadata | None = None
+    tax_rate_bps: whole(0, 10000) = Field(
+        0, description="Portico: the tax rate charged on top of (or included in) the price, in "
+                       "basis points (2000 = 20 %).")
+
+
+class ProductUpdate(In):
+    """Only the fields sent change; ``null`` clears a nullable one."""
+
+    name: Name = None
+    price: PriceIn = None
+    tax_category: TaxCategory = None
+    description: Text | None = None
+    addons: Annotated[list[Id], Field(max_length=20)] | None = None
+    brand_id: Id | None = None
+    license_key_enabled: bool | None = None
+    license_key_activations_limit: Limit | None = None
+    license_key_duration: LicenseKeyDuration | None = None
+    license_key_activation_message: Text | None = None
+    metadata: Metadata | None = None
+    tax_rate_bps: whole(0, 10000) = None
+
+
+class ProductListQuery(Page):
+    archived: QueryBool = Field(False, description="List archived products instead.")
+    brand_id: QueryId | None = None
+    recurring: QueryBool | None = Field(None, description="true: subscriptions only; false: one-time only.")
+
+
+class OneTimePrice(Out):
+    type: Literal["one_time_price"]
+    currency: Currency
+    price: int
+    discount: int | None
+    discount_bps: int | None
+    pay_what_you_want: bool | None
+    purchasing_power_parity: bool | None
+    suggested_price: int | None
+    tax_inclusive: bool | None
+
+
+class RecurringPrice(Out):
+    type: Literal["recurring_price"]
+    currency: Currency
+    price: int
+    payment_frequency_count: int
+    payment_frequency_interval: TimeInterval
+    subscription_period_count: int
+    subscription_period_interval: TimeInterval
+    discount: int | None
+    discount_bps: int | None
+    purchasing_power_parity: bool | None
+    tax_inclusive: bool | None
+    trial_period_days: int | None
+
+
+Price = Annotated[OneTimePrice | RecurringPrice, Field(discriminator="type")]
+
+
+class LicenseKeyDurationOut(Out):
+    count: int
+    interval: TimeInterval
+
+
+class Product(Out):
+    product_id: str
+    business_id: str
+    brand_id: str
+    name: str | None
+    description: str | None
+    image: str | None
+    is_recurring: bool
+    price: Price
+    tax_category: TaxCategory
+    tax_rate_bps: int
+    license_key_enabled: bool
+    license_key_activations_limit: int | None
+    license_key_duration: LicenseKeyDurationOut | None
+    license_key_activation_message: str | None
+    addons: list[str] | None
+    metadata: OutMetadata
+    entitlements: list[Any]
+    credit_entitlements: list[Any]
+    digital_product_delivery: Any
+    pricing_mode: Literal["by_currency", "by_country"] | None
+    product_collection_id: str | None
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductListItem(Out):
+    product_id: str
+    business_id: str
+    name: str | None
+    description: str | None
+    image: str | None
+    is_recurring: bool
+    price: int | None
+    currency: Currency | None
+    tax_inclusive: bool | None
+    price_detail: Price | None
+    tax_category: TaxCategory
+    metadata: OutMetadata
+    entitlements: list[Any]
+    pricing_mode: Literal["by_currency", "by_country"] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AddonCreate(In):
+    currency: Currency
+    name: Name
+    price: Amount
+    tax_category: TaxCategory
+    description: Text | None = None
+
+
+class AddonUpdate(In):
+    currency: Currency = None
+    name: Name = None
+    price: Amount = None
+    tax_category: TaxCategory = None
+    description: Text | None = None
+
+
+class AddonListQuery(Page):
+    archived: QueryBool = Field(False, description="List archived add-ons instead.")
+
+
+class Addon(Out):
+    id: str
+    business_id: str
+    name: str
+    description: str | None
+    image: str | None
+    price: int
+    currency: Currency
+    tax_category: TaxCategory
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- Subscriptions -------------------------------------------------------------------------------
+
+
+class BillingAddressIn(In):
+    country: Country
+    city: line(200) | None = None
+    state: line(200) | None = None
+    street: line(200) | None = None
+    zipcode: line(40) | None = None
+
+
+class ExistingCustomer(In):
+    customer_id: Id
+
+
+class NewCustomer(In):
+    email: Email
+    name: Name | None = None
+    phone_number: Phone | None = None
+
+
+class AddonItem(In):
+    addon_id: Id
+    quantity: Quantity
+
+
+def _customer_kind(value) -> str:
+    """Which kind of customer reference: by id, or by e-mail address."""
+    if isinstance(value, dict):
+        return "existing" if "customer_id" in value else "new"
+    return "existing" if isinstance(value, ExistingCustomer) else "new"
+
+
+CustomerRef = Annotated[Annotated[ExistingCustomer, Tag("existing")] | Annotated[NewCustomer, Tag("new")],
+                        Discriminator(_customer_kind)]
+
+
+class SubscriptionCreate(In):
+    billing: BillingAddressIn
+    customer: CustomerRef = Field(description="An existing customer by id, or one found (or "
+                                              "created) by e-mail address.")
+    product_id: Id
+    quantity: Quantity
+    payment_method_id: Id = Field(description="A saved payment method of the customer; in test "
+                                              "mode, a sandbox test token such as pm_card_visa.")
+    addons: Annotated[list[AddonItem], Field(max_length=20)] | None = None
+    metadata: Metadata | None = None
+
+
+class SubscriptionUpdate(In):
+    """Only the fields sent change. ``status: cancelled`` cancels now (at the next billing
+    date with ``cancel_at_next_billing_date: true``); that flag alone schedules or revokes."""
+
+    status: Literal["cancelled"] = None
+    cancel_at_next_billing_date: StrictBool = None
+    cancellation_feedback: CancellationFeedback | None = None
+    cancellation_comment: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
+    billing: BillingAddressIn = None
+    metadata: Metadata | None = None
+
+
+class ChangePlan(In):
+    product_id: Id
+    quantity: Quantity
+    proration_billing_mode: Literal["prorated_immediately"] = Field(
+        description="An upgrade is charged now, prorated to the day; a downgrade applies at the "
+                    "next billing date.")
+    effective_at: Literal["immediately"] | None = None
+    on_payment_failure: Literal["prevent_change"] | None = None
+
+
+class ExistingPaymentMethod(In):
+    type: Literal["existing"]
+    payment_method_id: Id
+
+
+class NewPaymentMethod(In):
+    type: Literal["new"]
+    return_url: Url | None = Field(None, description="Where the card form sends the customer back, "
+                                                     "with ?payment_method=<id> added; default: the portal.")
+
+
+UpdatePaymentMethod = Annotated[ExistingPaymentMethod | NewPaymentMethod, Field(discriminator="type")]
+
+
+class SubscriptionListQuery(CreatedPage):
+    brand_id: QueryId | None = None
+    cancel_at_next_billing_date: QueryBool | None = None
+    customer_id: QueryId | None = None
+    product_id: QueryId | None = None
+    status: SubscriptionStatus | None = None
+
+
+class BillingAddress(Out):
+    country: Country
+    city: str | None
+    state: str | None
+    street: str | None
+    zipcode: str | None
+
+
+class AddonCartItem(Out):
+    addon_id: str
+    quantity: int
+
+
+class CancelledBy(Out):
+    actor_type: Literal["customer", "merchant_user", "api_key", "dodo_team"]
+    email: str | None
+    name: str | None
+
+
+class ScheduledAddon(Out):
+    addon_id: str
+    name: str
+    quantity: int
+
+
+class ScheduledChange(Out):
+    id: str
+    addons: list[ScheduledAddon]
+    created_at: datetime
+    effective_at: datetime
+    product_id: str
+    quantity: int
+    product_name: str | None
+    product_description: str | None
+
+
+class SubscriptionListItem(Out):
+    subscription_id: str
+    status: SubscriptionStatus
+    product_id: str
+    product_name: str | None
+    customer: CustomerLimited
+    quantity: int
+    currency: Currency
+    recurring_pre_tax_amount: int
+    tax_inclusive: bool
+    billing: BillingAddress
+    payment_frequency_count: int
+    payment_frequency_interval: TimeInterval
+    subscription_period_count: int
+    subscription_period_interval: TimeInterval
+    trial_period_days: int
+    previous_billing_date: datetime
+    next_billing_date: datetime
+    cancel_at_next_billing_date: bool
+    cancelled_at: datetime | None
+    cancelled_by: CancelledBy | None
+    payment_method_id: str | None
+    has_payment_method: bool
+    scheduled_change: ScheduledChange | None
+    metadata: OutMetadata
+    on_demand: bool
+    discounts: list[Any]
+    tax_id: str | None
+    customer_business_name: str | None
+    paused_at: datetime | None
+    trial_amount: int | None
+    discount_id: str | None
+    discount_cycles_remaining: int | None
+    created_at: datetime
+
+
+class Subscription(SubscriptionListItem):
+    brand_id: str
+    addons: list[AddonCartItem]
+    expires_at: datetime | None
+    cancellation_feedback: CancellationFeedback | None
+    cancellation_comment: str | None
+    meters: list[Any]
+    credit_entitlement_cart: list[Any]
+    meter_credit_entitlement_cart: list[Any]
+    custom_field_responses: list[Any] | None
+
+
+class SubscriptionCreated(Out):
+    subscription_id: str
+    payment_id: str
+    customer: CustomerLimited
+    addons: list[AddonCartItem]
+    metadata: OutMetadata
+    recurring_pre_tax_amount: int
+    payment_method_required: bool
+    payment_link: str | None
+    client_secret: str | None
+    expires_on: datetime | None
+    discount_id: str | None
+    discount_ids: list[str] | None
+    one_time_product_cart: list[Any] | None
+    trial_amount: int | None
+
+
+class PaymentLinkAnswer(Out):
+    """A change that may need a payment: the payment made, or where the customer completes it."""
+
+    payment_id: str | None
+    payment_link: str | None
+    client_secret: str | None
+    expires_on: datetime | None
+
+
+class ChargeLine(Out):
+    id: str
+    type: Literal["subscription"]
+    product_id: str
+    name: str | None
+    description: str | None
+    currency: Currency
+    quantity: int
+    unit_price: int
+    proration_factor: float
+    tax_inclusive: bool
+    tax: int | None
+    tax_rate: float | None
+
+
+class ChargeSummary(Out):
+    currency: Currency
+    total_amount: int
+    tax: int | None
+    settlement_amount: int
+    settlement_currency: Currency
+    settlement_tax: int | None
+    customer_credits: int
+    customer_credits_currency: Currency
+
+
+class ImmediateCharge(Out):
+    effective_at: datetime
+    line_items: list[ChargeLine]
+    summary: ChargeSummary
+
+
+class PlanChangePreview(Out):
+    immediate_charge: ImmediateCharge
+    new_plan: Subscription
+
+
+# --- Payments ---------------------------------------------------------------------------------------
+
+
+class PaymentListQuery(CreatedPage):
+    brand_id: QueryId | None = None
+    currency: Currency | None = None
+    customer_id: QueryId | None = None
+    product_id: QueryId | None = None
+    status: IntentStatus | None = None
+    subscription_id: QueryId | None = None
+
+
+class ServicePeriod(Out):
+    subscription_id: str
+    starts_at: datetime
+    ends_at: datetime
+    proration_factor: str
+
+
+class ProductCartItem(Out):
+    product_id: str
+    quantity: int
+
+
+class PaymentCommon(Out):
+    """What a payment shows in a list and on its own."""
+
+    payment_id: str
+    brand_id: str
+    status: IntentStatus | None
+    total_amount: int
+    currency: Currency
+    customer: CustomerLimited
+    subscription_id: str | None
+    subscription_ids: list[str]
+    charge_type: Literal[enums.CHARGE_TYPES] | None
+    payment_method: str | None
+    payment_method_type: str | None
+    card_network: str | None
+    card_last_four: str | None
+    card_exp_month: str | None
+    card_exp_year: str | None
+    card_type: str | None
+    payment_provider: Literal["stripe", "adyen", "dodo"]
+    invoice_id: str | None
+    invoice_url: str | None
+    retry_attempt: int
+    service_periods: list[ServicePeriod]
+    metadata: OutMetadata
+    digital_products_delivered: bool
+    includes_usage: bool
+    is_multi_subscription: bool
+    checkout_session_id: str | None
+    refund_status: Literal["partial", "full"] | None
+    three_ds_flow: str | None
+    three_ds_status: str | None
+    three_ds_version: str | None
+    created_at: datetime
+
+
+class PaymentListItem(PaymentCommon):
+    has_license_key: bool
+    dispute_status: str | None
+
+
+class Payment(PaymentCommon):
+    business_id: str
+    tax: int | None
+    settlement_amount: int
+    settlement_currency: Currency
+    settlement_tax: int | None
+    billing: BillingAddress
+    is_update_payment_method: bool
+    product_cart: list[ProductCartItem] | None
+    payment_method_id: str | None
+    card_holder_name: str | None
+    card_issuing_country: Country | None
+    error_code: str | None
+    error_message: str | None
+    payment_link: str | None
+    refunds: list[Any]
+    disputes: list[Any]
+    discount_id: str | None
+    discounts: list[Any] | None
+    custom_field_responses: list[Any] | None
+    updated_at: datetime | None
+
+
+# --- License keys ---------------------------------------------------------------------------------
+
+
+LicenseKeyText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=VISIBLE),
+                           AfterValidator(_strip)]
+
+
+class LicenseKeyCreate(In):
+    customer_id: Id
+    product_id: Id
+    key: LicenseKeyText = Field(description="The key to import, as the customer will type it.")
+    activations_limit: Limit | None = Field(None, description="null: unlimited.")
+    expires_at: datetime | None = None
+
+
+class LicenseKeyUpdate(In):
+    """Only the fields sent change; ``null`` removes the limit or the expiry."""
+
+    activations_limit: Limit | None = None
+    disabled: StrictBool = None
+    expires_at: datetime | None = None
+
+
+class LicenseKeyListQuery(CreatedPage):
+    customer_id: QueryId | None = None
+    product_id: QueryId | None = None
+    source: LicenseKeySource | None = None
+    status: LicenseKeyStatus | None = None
+
+
+class LicenseKey(Out):
+    id: str
+    business_id: str
+    brand_id: str
+    customer_id: str
+    product_id: str
+    payment_id: str | None
+    subscription_id: str | None
+    key: str
+    status: LicenseKeyStatus
+    source: LicenseKeySource
+    activations_limit: int | None
+    instances_count: int
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class InstanceUpdate(In):
+    name: Name
+
+
+class InstanceListQuery(Page):
+    license_key_id: QueryId | None = None
+
+
+class LicenseKeyInstance(Out):
+    id: str
+    business_id: str
+    license_key_id: str
+    name: str
+    created_at: datetime
+
+
+class Activate(In):
+    license_key: LicenseKeyText
+    name: Name = Field(description="What the key is activated on, such as a machine's name.")
+
+
+class Validate(In):
+    license_key: LicenseKeyText
+    license_key_instance_id: Id | None = None
+
+
+class Deactivate(In):
+    license_key: LicenseKeyText
+    license_key_instance_id: Id
+
+
+class ActivatedProduct(Out):
+    product_id: str
+    name: str | None
+
+
+class Activation(Out):
+    id: str
+    business_id: str
+    license_key_id: str
+    name: str
+    customer: CustomerLimited
+    product: ActivatedProduct
+    created_at: datetime
+
+
+class Validity(Out):
+    valid: bool
+
+
+# --- Webhook endpoints -------------------------------------------------------------------------
+
+
+EventTypes = Annotated[list[EventType], Field(max_length=len(enums.WEBHOOK_EVENT_TYPES))]
+
+
+class WebhookCreate(In):
+    url: Url = Field(description="A public http(s) address; it must resolve outside private networks.")
+    description: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
+    disabled: bool | None = None
+    filter_types: EventTypes | None = Field(None, description="Only these events; empty: every event.")
+    metadata: StringMetadata | None = None
+
+
+class WebhookUpdate(In):
+    url: Url = None
+    description: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
+    disabled: bool | None = None
+    filter_types: EventTypes | None = None
+    metadata: StringMetadata | None = None
+
+
+class WebhookListQuery(Query):
+    iterator: Annotated[str, StringConstraints(pattern=ITERATOR)] | None = Field(
+        None, description="The `iterator` (or `prev_iterator`) of the page before.")
+    limit: int = Field(10, ge=1, le=100)
+
+
+class Webhook(Out):
+    id: str
+    url: str
+    description: str
+    metadata: dict[str, str]
+    disabled: bool | None
+    filter_types: list[str] | None
+    rate_limit: int | None
+    created_at: str
+    updated_at: str
+
+
+class Webhooks(Out):
+    data: list[Webhook]
+    iterator: str | None
+    prev_iterator: str | None
+    done: bool
+
+
+class WebhookSecret(Out):
+    secret: str
+
+
+def items(model) -> type:
+    """The page envelope ``{"items": [...]}`` of ``model``."""
+    return type(f"{model.__name__}Page", (Out,), {"__annotations__": {"items": list[model]},
+                                                  "__doc__": f"A page of {model.__name__} items.",
+                                                  "__module__": __name__})

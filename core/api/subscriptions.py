@@ -1,0 +1,225 @@
+"""Subscriptions: create one (charging a saved payment method), retrieve and list them, cancel
+now or at the next billing date, change plan, and change the payment method (which, for an
+``on_hold`` subscription, charges the arrears). Every change goes through ``core.billing``."""
+
+from datetime import UTC, datetime
+
+from flask import current_app, g, url_for
+from peewee import IntegrityError
+
+from core import billing, payloads
+from core.api import schemas
+from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.models import Addon, Customer, PaymentMethod, Product, ProductAddon, Subscription, db
+from core.plugins import MissingPlugin, registry
+
+TAG = "Subscriptions"
+
+
+def _payment_method(customer: Customer, method_id: str) -> PaymentMethod:
+    """A saved payment method of ``customer``; in test mode also a test token of the test
+    provider (such as ``pm_card_visa``), saved for the customer on first use."""
+    method = (PaymentMethod.select()
+              .where((PaymentMethod.id == method_id) & (PaymentMethod.customer == customer)
+                     & PaymentMethod.deleted_at.is_null()).first())
+    if method is not None:
+        return method
+    if g.mode == "test" and not method_id.replace(" ", "").isdigit():  # never a card number
+        try:
+            provider = registry().provider_for("test")
+            card = provider.tokenize(customer=customer, source=method_id)
+        except (MissingPlugin, ValueError):
+            pass
+        else:
+            return PaymentMethod.create(
+                business=customer.business_id, mode=customer.mode, customer=customer,
+                provider=provider.name, provider_token=card.token, brand=card.brand,
+                last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year)
+    hint = " (in test mode, a test token such as pm_card_visa works too)" if g.mode == "test" else ""
+    raise ApiError(404, "NOT_FOUND", f"No such payment method for this customer{hint}.")
+
+
+def _customer(spec) -> Customer:
+    """The customer named by id, or the one with this e-mail address (created if new)."""
+    if isinstance(spec, schemas.ExistingCustomer):
+        return scoped(Customer, spec.customer_id, "customer")
+    existing = owned(Customer).where(Customer.email == spec.email).first()
+    if existing is not None:
+        return existing
+    try:
+        with db.atomic():
+            return Customer.create(business=g.business_id, mode=g.mode, email=spec.email,
+                                   name=spec.name or "", phone_number=spec.phone_number)
+    except IntegrityError:  # created by a concurrent call a moment ago
+        return owned(Customer).where(Customer.email == spec.email).get()
+
+
+def _addons(product: Product, items) -> list[dict]:
+    """The add-ons asked for, each offered with ``product`` and still on sale."""
+    offered = {link.addon.id: link.addon for link in
+               ProductAddon.select(ProductAddon, Addon).join(Addon).where(ProductAddon.product == product)}
+    chosen = []
+    for item in items or ():
+        addon = offered.get(item.addon_id)
+        if addon is None or addon.archived:
+            raise ApiError(409, "INVALID_REQUEST_PARAMETERS",
+                           f"Add-on {item.addon_id} is not offered with {product.name}.")
+        chosen.append({"addon_id": addon.id, "quantity": item.quantity})
+    return chosen
+
+
+def _show(sub: Subscription) -> dict:
+    return payloads.subscription(sub.refresh())
+
+
+@route("POST", "/subscriptions", tag=TAG, body=schemas.SubscriptionCreate,
+       response=schemas.SubscriptionCreated, errors=(404, 409), deprecated=True)
+def create_subscription(body: schemas.SubscriptionCreate):
+    """Subscribe a customer to a recurring product, charging a saved payment method (in test
+    mode, or a test token such as ``pm_card_visa``). The subscription is ``pending`` until its
+    first charge settles it ``active`` (or ``failed``); ``payment_link`` is set when the
+    customer must complete a step, such as 3-D Secure."""
+    customer = _customer(body.customer)
+    product = scoped(Product, body.product_id, "product")
+    addons = _addons(product, body.addons)
+    method = _payment_method(customer, body.payment_method_id)
+    sub, payment = billing.create_subscription(
+        customer, product, method, quantity=body.quantity, addons=addons,
+        billing=body.billing.model_dump(), metadata=body.metadata or {})
+    sub, payment = sub.refresh(), payment.refresh()
+    return {"subscription_id": sub.id, "payment_id": payment.id,
+            "customer": payloads.customer_limited(customer), "addons": sub.addons,
+            "metadata": sub.metadata, "recurring_pre_tax_amount": sub.recurring_pre_tax_amount,
+            "payment_method_required": False, "payment_link": payment.action_url,
+            "client_secret": None, "expires_on": None, "discount_id": None, "discount_ids": None,
+            "one_time_product_cart": None, "trial_amount": None}
+
+
+@route("GET", "/subscriptions/{subscription_id}", tag=TAG, response=schemas.Subscription)
+def retrieve_subscription(subscription_id: str):
+    """A subscription."""
+    return payloads.subscription(scoped(Subscription, subscription_id, "subscription"))
+
+
+@route("GET", "/subscriptions", tag=TAG, query=schemas.SubscriptionListQuery,
+       response=schemas.items(schemas.SubscriptionListItem))
+def list_subscriptions(query: schemas.SubscriptionListQuery):
+    """Subscriptions, newest first; filter by customer, product, status, cancellation or
+    creation time."""
+    rows = (Subscription.select(Subscription, Customer, Product)
+            .join(Customer, on=Subscription.customer).switch(Subscription)
+            .join(Product, on=Subscription.product)
+            .where((Subscription.business == g.business_id) & (Subscription.mode == g.mode)))
+    rows = filtered(rows, Subscription, query, {
+        "customer_id": Subscription.customer, "product_id": Subscription.product,
+        "status": Subscription.status,
+        "cancel_at_next_billing_date": Subscription.cancel_at_next_billing_date})
+    return paginate(query, rows, payloads.subscription, Subscription.created_at.desc(),
+                    Subscription.id.desc())
+
+
+@route("PATCH", "/subscriptions/{subscription_id}", tag=TAG, body=schemas.SubscriptionUpdate,
+       response=schemas.Subscription, errors=(409,))
+def update_subscription(subscription_id: str, body: schemas.SubscriptionUpdate):
+    """Cancel now (``status: cancelled``), at the next billing date
+    (``cancel_at_next_billing_date: true``, revoked with ``false``), with optional feedback;
+    and/or replace the billing address or metadata. Only the fields sent change."""
+    sub = scoped(Subscription, subscription_id, "subscription")
+    sent = body.model_fields_set
+    at_next = body.cancel_at_next_billing_date is True
+    cancelling = "status" in sent or at_next
+    details = {"feedback": body.cancellation_feedback, "comment": body.cancellation_comment}
+    if not cancelling and any(value is not None for value in details.values()):
+        raise ApiError(409, "SUBSCRIPTION_NOT_CANCELLING",
+                       "Cancellation feedback goes with a cancellation: send status: cancelled or "
+                       "cancel_at_next_billing_date: true with it.")
+    if cancelling and not (at_next and sub.cancel_at_next_billing_date and not any(details.values())):
+        actor = {"actor_type": "api_key", "email": None, "name": g.api_key.name or g.api_key.prefix}
+        billing.cancel(sub, at_next_billing_date=at_next, actor=actor, **details)
+    elif body.cancel_at_next_billing_date is False and sub.cancel_at_next_billing_date:
+        billing.undo_cancel(sub)
+    if "billing" in sent or "metadata" in sent:
+        billing.update_details(sub, billing=body.billing.model_dump() if body.billing else None,
+                               metadata=(body.metadata or {}) if "metadata" in sent else None)
+    return _show(sub)
+
+
+def _payment_answer(payment) -> dict:
+    payment = payment.refresh() if payment is not None else None
+    return {"payment_id": payment.id if payment else None,
+            "payment_link": payment.action_url if payment else None,
+            "client_secret": None, "expires_on": None}
+
+
+@route("POST", "/subscriptions/{subscription_id}/change-plan", tag=TAG, body=schemas.ChangePlan,
+       response=schemas.PaymentLinkAnswer, errors=(409,))
+def change_plan(subscription_id: str, body: schemas.ChangePlan):
+    """Move to another recurring product or quantity. An upgrade is charged now, prorated to
+    the day, and applies once paid (``payment_id``); a downgrade applies at the next billing
+    date."""
+    sub = scoped(Subscription, subscription_id, "subscription")
+    product = scoped(Product, body.product_id, "product")
+    return _payment_answer(billing.change_plan(sub, product, body.quantity))
+
+
+@route("DELETE", "/subscriptions/{subscription_id}/change-plan/scheduled", tag=TAG, errors=(409,))
+def cancel_change_plan(subscription_id: str):
+    """Drop a downgrade scheduled for the next billing date (409 when there is none)."""
+    billing.cancel_scheduled_change(scoped(Subscription, subscription_id, "subscription"))
+
+
+@route("POST", "/subscriptions/{subscription_id}/change-plan/preview", tag=TAG,
+       body=schemas.ChangePlan, response=schemas.PlanChangePreview, errors=(409,))
+def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
+    """What a plan change would charge now and the subscription it would leave, changing
+    nothing."""
+    sub = scoped(Subscription, subscription_id, "subscription")
+    product = scoped(Product, body.product_id, "product")
+    preview = billing.preview_plan_change(sub, product, body.quantity)
+    lines = []
+    if preview.amount_due:
+        period = (sub.next_billing_date - sub.previous_billing_date).days or 1
+        left = max((sub.next_billing_date - datetime.now(UTC)).days, 0)
+        lines.append({"id": sub.id, "type": "subscription", "product_id": product.id,
+                      "name": product.name, "description": product.description,
+                      "currency": sub.currency, "quantity": 1,
+                      "unit_price": preview.amount_due - preview.tax_due,
+                      "proration_factor": round(left / period, 4),
+                      "tax_inclusive": product.tax_inclusive, "tax": preview.tax_due,
+                      "tax_rate": product.tax_rate_bps / 10000})
+    summary = {"currency": sub.currency, "total_amount": preview.amount_due, "tax": preview.tax_due,
+               "settlement_amount": preview.amount_due, "settlement_currency": sub.currency,
+               "settlement_tax": preview.tax_due, "customer_credits": 0,
+               "customer_credits_currency": sub.currency}
+    new_plan = {**payloads.subscription(sub), "product_id": product.id, "product_name": product.name,
+                "quantity": body.quantity, "tax_inclusive": product.tax_inclusive,
+                "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
+    return {"immediate_charge": {"effective_at": payloads.iso(preview.effective_at),
+                                 "line_items": lines, "summary": summary},
+            "new_plan": new_plan}
+
+
+@route("POST", "/subscriptions/{subscription_id}/update-payment-method", tag=TAG,
+       body=schemas.UpdatePaymentMethod, response=schemas.PaymentLinkAnswer, errors=(409,))
+def update_payment_method(subscription_id: str, body):
+    """Charge the subscription to another payment method. ``existing``: a saved method of the
+    customer; for an ``on_hold`` subscription this charges the arrears (``payment_id``) and,
+    once paid, makes it active again. ``new``: ``payment_link`` is the provider's card form,
+    which sends the customer back to ``return_url`` (default: this subscription's page in the
+    portal) with ``?payment_method=<id>``."""
+    sub = scoped(Subscription, subscription_id, "subscription")
+    if isinstance(body, schemas.ExistingPaymentMethod):
+        method = _payment_method(sub.customer, body.payment_method_id)
+        return _payment_answer(billing.update_payment_method(sub, method))
+    if sub.status not in ("active", "on_hold"):
+        raise ApiError(409, "SUBSCRIPTION_INACTIVE",
+                       f"A {sub.status} subscription's payment method cannot change.")
+    try:
+        provider = registry().provider_for(g.mode)
+    except MissingPlugin as error:
+        raise ApiError(409, "NO_PAYMENT_PROVIDER", str(error)) from None
+    base = current_app.config["BASE_URL"]
+    back = body.return_url or base + url_for("portal.card_added", subscription_id=sub.id)
+    link = provider.setup_url(customer=sub.customer, return_url=back)
+    return {"payment_id": None, "payment_link": base + link if link.startswith("/") else link,
+            "client_secret": None, "expires_on": None}

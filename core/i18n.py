@@ -1,0 +1,131 @@
+"""Languages: English and French with Flask-Babel, for every page and e-mail a customer sees.
+
+The locale is, in order: the signed-in customer's ``preferred_locale``; the choice made with
+the language switch (kept in the session, and saved to the customer when signed in); the
+browser's ``Accept-Language``; English. Jobs (e-mails, invoice PDFs) render under
+``flask_babel.force_locale(customer_locale(customer))``. Catalogs live in ``core/translations``
+(``.po`` in the repository, ``.mo`` compiled by the set-up, or here when missing or stale).
+"""
+
+import os
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import Blueprint, abort, has_request_context, redirect, request, session, url_for
+from flask_babel import Babel, format_date, get_locale
+from flask_login import current_user
+
+from core.models import Customer
+
+LOCALES = {"en": "English", "fr": "Français"}
+DEFAULT_LOCALE = "en"
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+CUSTOMER_PAGES = {"signin", "portal", "i18n", None}  # blueprints shown in the customer's language
+
+bp = Blueprint("i18n", __name__)
+babel = Babel()
+
+
+def supported(locale: str | None) -> str | None:
+    """``locale`` (``fr``, ``fr-CA``, ``fr_FR``) as one of ``LOCALES``, or ``None``."""
+    language = (locale or "").replace("-", "_").split("_")[0].lower()
+    return language if language in LOCALES else None
+
+
+def customer_locale(customer) -> str:
+    """The language to write to ``customer`` in, outside a request (e-mails, PDFs)."""
+    return supported(customer.preferred_locale if customer else None) or DEFAULT_LOCALE
+
+
+def select_locale() -> str:
+    """Flask-Babel's locale selector for the current request (see the module docstring)."""
+    if not has_request_context():
+        return DEFAULT_LOCALE
+    user = current_user
+    if getattr(user, "is_customer", False) and supported(user.customer.preferred_locale):
+        return supported(user.customer.preferred_locale)
+    return (supported(session.get("locale"))
+            or request.accept_languages.best_match(list(LOCALES)) or DEFAULT_LOCALE)
+
+
+def current_locale() -> str:
+    return str(get_locale() or DEFAULT_LOCALE)
+
+
+@bp.post("/language")
+def choose_language():
+    """The language switch: remember the choice, for a signed-in customer in their profile,
+    and go back to the page it was made on."""
+    locale = supported(request.form.get("locale"))
+    if locale is None:
+        abort(400, "Unknown language.")
+    session["locale"] = locale
+    if current_user.is_customer:
+        Customer.update(preferred_locale=locale).where(
+            Customer.id == current_user.customer.id).execute()
+    back = request.form.get("next") or ""
+    safe = back.startswith("/") and not back.startswith("//") and "\\" not in back
+    return redirect(back if safe else url_for("portal.home"), 303)
+
+
+def money(amount, currency) -> str:
+    """Jinja filter: minor units of ``currency`` as the current locale writes them."""
+    from core.money import format_money
+
+    return format_money(int(amount), str(currency).upper(), current_locale())
+
+
+def day(value, style="long") -> str:
+    """Jinja filter: a date (a datetime or an ISO 8601 string) in the current locale."""
+    from datetime import datetime
+
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return format_date(value, style)
+
+
+def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
+    """Compile each ``.po`` whose ``.mo`` is missing or older (``make`` does this at set-up;
+    this keeps a checkout that skipped it from silently showing English)."""
+    compiled = []
+    for po in folder.glob("*/LC_MESSAGES/*.po"):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as source:
+            catalog = read_po(source, locale=po.parent.parent.name)
+        partial = mo.with_suffix(f".{os.getpid()}.tmp")
+        with partial.open("wb") as target:
+            write_mo(target, catalog)
+        os.replace(partial, mo)
+        compiled.append(mo)
+    return compiled
+
+
+def _fresh_locale():
+    """Choose the locale anew for each request, even when requests share an app context."""
+    from flask import g
+
+    g.pop("_flask_babel", None)
+
+
+def _template_context():
+    """``lang`` for ``<html lang>`` and the language switch, on the pages customers see."""
+    if has_request_context() and request.blueprint not in CUSTOMER_PAGES:
+        return {}
+    locale = current_locale()
+    return {"lang": locale, "locales": LOCALES}
+
+
+def init_app(app):
+    """Babel for ``app``: the selector, the ``money``/``day`` filters, the language switch."""
+    compile_catalogs()
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
+    babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
+    app.jinja_env.filters.update(money=money, day=day)
+    app.before_request(_fresh_locale)
+    app.context_processor(_template_context)
+    app.register_blueprint(bp)

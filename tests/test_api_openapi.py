@@ -1,0 +1,130 @@
+"""The OpenAPI document at ``/api/openapi.json``: generated from the route table, complete, and
+true — Schemathesis, with its default checks, finds no server error and no answer that
+departs from it."""
+
+import socket
+import threading
+
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.engine import Status, events, from_schema
+from werkzeug.serving import make_server
+
+from core import auth
+from core.api import ROUTES
+from core.models import Business
+
+PUBLIC_IP = "93.184.216.34"
+
+
+@pytest.fixture
+def document(client):
+    return client.get("/api/openapi.json").json
+
+
+def test_the_document_is_openapi_3_1_and_lists_every_route(document):
+    assert document["openapi"] == "3.1.0"
+    listed = {(method.upper(), path) for path, operations in document["paths"].items()
+              for method in operations}
+    assert listed == {(spec.method, spec.path) for spec in ROUTES}
+    assert len(listed) >= 45
+
+
+def test_every_operation_documents_its_errors_with_the_error_schema(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert {"429", "500"} <= statuses, (method, path)
+            assert ("401" in statuses) == (not path.startswith("/licenses/")), (method, path)
+            if "{" in path:
+                assert "404" in statuses, (method, path)
+            if "requestBody" in operation:
+                assert "422" in statuses, (method, path)
+            for status, answer in operation["responses"].items():
+                if status >= "400":
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+def test_request_bodies_refuse_fields_they_do_not_name(document):
+    schemas = document["components"]["schemas"]
+    for name in ("CustomerCreate", "ProductCreate", "SubscriptionCreate", "WebhookCreate",
+                 "LicenseKeyUpdate"):
+        assert schemas[name]["additionalProperties"] is False
+
+
+def test_the_public_license_calls_need_no_key(document):
+    for path in ("/licenses/activate", "/licenses/validate", "/licenses/deactivate"):
+        assert document["paths"][path]["post"]["security"] == []
+    assert document["security"] == [{"apiKey": []}]
+    assert document["paths"]["/licenses/activate"]["post"]["responses"].keys() >= {"201"}
+
+
+def test_the_invoice_is_documented_as_a_pdf(document):
+    answer = document["paths"]["/invoices/payments/{payment_id}"]["get"]["responses"]["200"]
+    assert answer["content"] == {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
+
+
+# --- Schemathesis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fuzzed_app(make_app, monkeypatch):
+    """The app for Schemathesis: no rate limit in its way, no deliveries to the webhook URLs it
+    invents, and every host name it invents resolving to a public address, as the API requires."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "127.0.0.1":  # the server under test
+            return resolve(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_IP, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    app = make_app({"API_RATE_LIMIT": "100000 per second", "DISABLED_PLUGINS": ["webhooks", "mail"]})
+    with app.app_context():
+        yield app
+
+
+# E-mail addresses as the API takes them (no reserved domains such as .test or .invalid)
+EMAILS = st.from_regex(r"[a-z0-9]{1,12}([._+-][a-z0-9]{1,8})?@[a-z0-9]{1,12}\.(com|org|net|fr|io)",
+                       fullmatch=True)
+
+
+def failures_of(schema) -> list[str]:
+    """Run Schemathesis and describe each distinct failure: operation, check, request."""
+    found = {}
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.status == Status.FAILURE and check.failure_info:
+                        failure = check.failure_info.failure
+                        found.setdefault((failure.operation, failure.title),
+                                         f"{failure.message}\n{check.failure_info.code_sample}")
+        elif isinstance(event, events.NonFatalError | events.FatalError):
+            found.setdefault(("error", str(event)), str(getattr(event, "info", event)))
+    return [f"{operation}: {title}\n{detail}" for (operation, title), detail in found.items()]
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(fuzzed_app):
+    business = Business.create(name="Acme Software")
+    key = auth.create_api_key(business, "test")[1]
+    server = make_server("127.0.0.1", 0, fuzzed_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    schemathesis.openapi.format("email", EMAILS)
+    config = schemathesis.Config.from_dict({
+        "headers": {"Authorization": f"Bearer {key}"},
+        "generation": {"max-examples": 6},
+        # boundary values of every parameter are tried as invalid input; valid input is fuzzed
+        "phases": {"coverage": {"generation": {"mode": "negative"}}},
+        # Dodo's DELETE of a product or add-on archives it: it stays readable, as archived
+        "operations": [{"include-path-regex": r"^/(products|addons)/\{id\}",
+                        "checks": {"use_after_free": {"enabled": False}}}],
+    })
+    try:
+        schema = schemathesis.openapi.from_url(
+            f"http://127.0.0.1:{server.server_port}/api/openapi.json", config=config)
+        assert failures_of(schema) == []
+    finally:
+        server.shutdown()

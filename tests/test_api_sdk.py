@@ -1,0 +1,256 @@
+"""The official ``dodopayments`` SDK (pinned 1.123.0, strict response validation) against a real
+Portico server process: the merchant's whole call sequence, start to end."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port
+from dodopayments import DodoPayments, NotFoundError, PermissionDeniedError
+
+from core import auth, billing, payloads
+from core.models import Business, Subscription
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app(make_app):
+    """The test process's app (it runs the renewal that puts a subscription on hold), allowed
+    to deliver webhooks to the loopback receiver like the server."""
+    app = make_app({"WEBHOOK_ALLOW_PRIVATE_NETWORKS": True})
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def server(app, cli_env):
+    """Portico under gunicorn on a free loopback port, on this run's database, jobs in-process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**{k: v for k, v in os.environ.items() if k != "PORTICO_REDIS_URL"}, **cli_env,
+           "PORTICO_BASE_URL": url, "PORTICO_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+           "PORTICO_INVOICE_PDF_AHEAD": "false"}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "--no-control-socket",
+                                "-b", f"127.0.0.1:{port}",
+                                "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("the server did not start:\n" + process.stdout.read().decode())
+        time.sleep(0.1)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=10)
+    print(process.stdout.read().decode())  # the server's log, shown when the test fails
+
+
+class Receiver:
+    """A webhook receiver on a free loopback port, keeping each request's headers and body."""
+
+    def __init__(self):
+        self.received = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"])).decode()
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+def sign_in(link: str) -> int:
+    """Open a portal link as a browser does: its page, then the POST it continues with."""
+    with httpx.Client() as browser:
+        page = browser.get(link)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+        return browser.post(link, data={"csrf_token": token[1] if token else ""}).status_code
+
+
+def test_the_official_sdk_runs_the_merchant_sequence_start_to_end(app, server, receiver):
+    business = Business.create(name="Acme Software")
+    base_url = server + "/api"
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=base_url,
+                     max_retries=0, _strict_response_validation=True)
+    pub = DodoPayments(bearer_token="ignored", base_url=base_url, max_retries=0,
+                       _strict_response_validation=True)
+    hook = c.webhooks.create(url=receiver.url, filter_types=[
+        "subscription.on_hold", "subscription.active", "payment.succeeded", "license_key.created"])
+    secret = c.webhooks.retrieve_secret(hook.id).secret
+
+    # 1-2. A recurring product, retrieved and listed
+    p = c.products.create(name="Pro", tax_category="saas", price={
+        "type": "recurring_price", "currency": "USD", "price": 999, "discount": 0,
+        "purchasing_power_parity": False, "payment_frequency_count": 1,
+        "payment_frequency_interval": "Month", "subscription_period_count": 1,
+        "subscription_period_interval": "Year", "trial_period_days": 0},
+        license_key_enabled=True, license_key_activations_limit=2)
+    assert p.is_recurring and p.price.type == "recurring_price"
+    assert c.products.retrieve(p.product_id).name == "Pro"
+    listed = c.products.list(recurring=True, page_number=0).items
+    assert [item.product_id for item in listed] == [p.product_id]
+    assert listed[0].price_detail.type == "recurring_price"
+
+    # 3. A customer, renamed, found by e-mail
+    cust = c.customers.create(email="ann@example.com", name="Ann", phone_number="+15555550100")
+    assert c.customers.update(cust.customer_id, name="Ann B").name == "Ann B"
+    assert [x.customer_id for x in c.customers.list(email="ann@example.com", page_number=0).items] \
+        == [cust.customer_id]
+
+    # 4. A portal session link: it signs the customer in once
+    link = c.customers.customer_portal.create(cust.customer_id, send_email=False).link
+    assert link.startswith(server + "/session/")
+    assert sign_in(link) == 303
+    assert sign_in(link) == 410
+
+    # 5-6. A subscription charged to a sandbox test token, listed with its next billing date
+    with pytest.deprecated_call():  # Dodo steers to checkouts; Portico charges a saved method
+        created = c.subscriptions.create(billing={"country": "US"},
+                                         customer={"customer_id": cust.customer_id},
+                                         product_id=p.product_id, quantity=1,
+                                         payment_method_id="pm_card_visa")
+    sub_id = created.subscription_id
+    page = c.subscriptions.list(customer_id=cust.customer_id, status="active", page_number=0, page_size=10)
+    assert [s.subscription_id for s in page.items] == [sub_id] and page.items[0].next_billing_date
+    assert c.subscriptions.list(page_number=99).items == []
+
+    # 7. Cancel at the next billing date, then revoke it
+    s = c.subscriptions.update(sub_id, cancel_at_next_billing_date=True)
+    assert s.cancel_at_next_billing_date is True and s.status == "active"
+    s = c.subscriptions.update(sub_id, cancel_at_next_billing_date=False)
+    assert s.cancel_at_next_billing_date is False
+
+    # 8. A declined renewal puts it on hold; a saved card reactivates it
+    c.subscriptions.update_payment_method(sub_id, payment_method={
+        "type": "existing", "payment_method_id": "pm_card_chargeDeclined"})
+    sub = Subscription.get_by_id(sub_id)
+    billing.renew(sub.id, payloads.iso(sub.next_billing_date))
+    assert c.subscriptions.retrieve(sub_id).status == "on_hold"
+    methods = c.customers.retrieve_payment_methods(cust.customer_id).items
+    visa = next(m for m in methods if m.card.last4_digits == "4242")
+    answer = c.subscriptions.update_payment_method(sub_id, payment_method={
+        "type": "existing", "payment_method_id": visa.payment_method_id})
+    assert c.subscriptions.retrieve(sub_id).status == "active"
+    payments = c.payments.list(subscription_id=sub_id, page_number=0).items
+    assert [x.status for x in payments] == ["succeeded", "failed", "succeeded"]
+    assert payments[0].payment_id == answer.payment_id
+
+    # 9-10. The reactivating payment and its invoice PDF
+    pay = c.payments.retrieve(answer.payment_id)
+    assert pay.status == "succeeded" and pay.total_amount == 999
+    assert pay.customer.customer_id == cust.customer_id
+    assert c.invoices.payments.retrieve(answer.payment_id).read()[:5] == b"%PDF-"
+
+    # 11-14. The license key that came with the subscription, activated by the public API
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        lk = c.license_keys.list(customer_id=cust.customer_id, page_number=0).items[0]
+        assert c.license_keys.retrieve(lk.id).status == "active"
+        inst = pub.licenses.activate(license_key=lk.key, name="laptop")
+        assert pub.licenses.validate(license_key=lk.key, license_key_instance_id=inst.id).valid is True
+        instances = c.license_key_instances.list(license_key_id=lk.id, page_number=0).items
+        assert inst.id in [i.id for i in instances]
+        assert c.license_key_instances.update(inst.id, name="work laptop").name == "work laptop"
+        assert pub.licenses.deactivate(license_key=lk.key, license_key_instance_id=inst.id) is None
+        assert c.license_keys.retrieve(lk.id).instances_count == 0
+        assert c.license_keys.update(lk.id, disabled=True).status == "disabled"
+        with pytest.raises(PermissionDeniedError):
+            pub.licenses.activate(license_key=lk.key, name="laptop")
+        assert pub.licenses.validate(license_key=lk.key).valid is False
+
+    # 15. Unknown ids
+    with pytest.raises(NotFoundError) as missing:
+        c.customers.retrieve("cus_missing")
+    assert missing.value.body == {"code": "NOT_FOUND", "message": "No such customer."}
+
+    # 16. Every webhook received verifies with the endpoint's secret
+    events = [c.webhooks.unwrap(body, headers=headers, key=secret) for headers, body in receiver.received]
+    assert [e.type for e in events] == [
+        "payment.succeeded", "subscription.active", "license_key.created",  # the first charge
+        "subscription.on_hold",  # the declined renewal
+        "payment.succeeded", "subscription.active"]  # the arrears
+    assert {e.data.subscription_id for e in events if e.type.startswith("subscription.")} == {sub_id}
+    assert json.loads(receiver.received[-1][1])["data"]["status"] == "active"
+
+
+def test_the_sdk_reads_every_other_answer_strictly(app, server, receiver):
+    """Add-ons, catalogue changes, plan changes, imports, instances and the webhook list: every
+    answer the sequence above does not meet, through the SDK's strict models."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    seat = c.addons.create(currency="EUR", name="Seat", price=500, tax_category="saas")
+    assert c.addons.update(seat.id, price=700).price == 700
+    assert [a.id for a in c.addons.list(page_number=0).items] == [seat.id]
+    recurring = {"type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+                 "payment_frequency_interval": "Month", "subscription_period_count": 20,
+                 "subscription_period_interval": "Year"}
+    basic = c.products.create(name="Basic", tax_category="saas", price=recurring, addons=[seat.id])
+    team = c.products.create(name="Team", tax_category="saas", price={**recurring, "price": 4500})
+    book = c.products.create(name="Book", tax_category="e_book",
+                             price={"type": "one_time_price", "currency": "EUR", "price": 900})
+    assert c.products.update(book.product_id, description="A good read") is None
+    assert c.products.archive(book.product_id) is None and c.products.unarchive(book.product_id) is None
+    cust = c.customers.create(email="bob@example.com", name="Bob")
+    with pytest.deprecated_call():
+        sub_id = c.subscriptions.create(billing={"country": "FR"}, customer={"customer_id": cust.customer_id},
+                                        product_id=basic.product_id, quantity=1,
+                                        addons=[{"addon_id": seat.id, "quantity": 1}],
+                                        payment_method_id="pm_card_visa").subscription_id
+    preview = c.subscriptions.preview_change_plan(sub_id, product_id=team.product_id, quantity=1,
+                                                  proration_billing_mode="prorated_immediately")
+    assert preview.new_plan.product_id == team.product_id
+    upgrade = c.subscriptions.change_plan(sub_id, product_id=team.product_id, quantity=1,
+                                          proration_billing_mode="prorated_immediately")
+    assert c.payments.retrieve(upgrade.payment_id).status == "succeeded"
+    new_card = c.subscriptions.update_payment_method(sub_id, payment_method={"type": "new"})
+    assert new_card.payment_link.startswith(server + "/sandbox/cards/new")
+    cancelled = c.subscriptions.update(sub_id, status="cancelled", cancellation_feedback="unused")
+    assert cancelled.status == "cancelled" and cancelled.cancelled_by.actor_type == "api_key"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        imported = c.license_keys.create(customer_id=cust.customer_id, product_id=book.product_id,
+                                         key="BOOK-0001", activations_limit=None)
+    assert imported.source == "import"
+    pub = DodoPayments(bearer_token="ignored", base_url=server + "/api", max_retries=0,
+                       _strict_response_validation=True)
+    inst = pub.licenses.activate(license_key="BOOK-0001", name="e-reader")
+    assert c.license_key_instances.retrieve(inst.id).license_key_id == imported.id
+    method = c.customers.retrieve_payment_methods(cust.customer_id).items
+    assert len(method) == 1  # the card the subscription was charged to
+    hooks = [c.webhooks.create(url=f"{receiver.url}/{n}").id for n in range(3)]
+    assert [w.id for w in c.webhooks.list(limit=2)] == hooks[::-1]  # the SDK follows the iterator
+    assert c.webhooks.update(hooks[0], disabled=True).disabled is True
+    assert c.webhooks.delete(hooks[0]) is None
+    assert c.addons.delete(seat.id) is None and c.addons.retrieve(seat.id).id == seat.id
