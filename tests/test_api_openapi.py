@@ -115,7 +115,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(f
     schemathesis.openapi.format("email", EMAILS)
     config = schemathesis.Config.from_dict({
         "headers": {"Authorization": f"Bearer {key}"},
-        "generation": {"max-examples": 6},
+        "seed": 7,  # reproducible in CI; change it locally to explore other inputs
+        "generation": {"max-examples": 10},
         # boundary values of every parameter are tried as invalid input; valid input is fuzzed
         "phases": {"coverage": {"generation": {"mode": "negative"}}},
         # Dodo's DELETE of a product or add-on archives it: it stays readable, as archived
