@@ -59,15 +59,15 @@ def _token_failure_limit():
 # Invalid links opened from one address count together, whatever the page (guessing tokens).
 token_failures = limiter.shared_limit(
     _token_failure_limit, scope="sign-in-token", deduct_when=lambda response: response.status_code == 410,
-    error_message="Too many invalid sign-in links were opened from your network. Please wait a "
-                  "while, then ask for a new link.")
+    error_message=lambda: _("Too many invalid sign-in links were opened from your network. "
+                                  "Please wait a while, then ask for a new link."))
 
 
 @bp.route("/login/<business_id>", methods=["GET", "POST"], defaults={"mode": "live"})
 @bp.route("/test/login/<business_id>", methods=["GET", "POST"], defaults={"mode": "test"})
 @limiter.limit(_ip_limit, methods=["POST"],
-               error_message="Too many sign-in links were requested from your network. Please "
-                             "wait a while, then try again.")
+               error_message=lambda: _("Too many sign-in links were requested from your "
+                                             "network. Please wait a while, then try again."))
 def static_link(business_id, mode):
     """A business's never-expiring sign-in page: the customer types their e-mail address and,
     if it has purchases here, receives a sign-in link.

@@ -3,6 +3,7 @@
 import re
 
 from flask import Blueprint, abort, current_app, render_template, request
+from flask_babel import gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -45,6 +46,20 @@ def brand_css(business_id):
             {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=300"})
 
 
+ERRORS = {  # what each error page says, in the visitor's language
+    400: (lazy_gettext("Bad request"), lazy_gettext("The request could not be understood.")),
+    403: (lazy_gettext("Not allowed"), lazy_gettext("You are not allowed to see this page.")),
+    404: (lazy_gettext("Page not found"),
+          lazy_gettext("This page does not exist, or it is not yours to see.")),
+    405: (lazy_gettext("Not allowed"), lazy_gettext("This page cannot be used that way.")),
+    410: (lazy_gettext("Link no longer valid"), lazy_gettext("This link can no longer be used.")),
+    429: (lazy_gettext("Too many requests"),
+          lazy_gettext("Too many requests came from your network. Please wait a while, then try again.")),
+    500: (lazy_gettext("Something went wrong"),
+          lazy_gettext("Something went wrong on our side. Please try again in a moment.")),
+}
+
+
 def http_error(error):
     """Errors as a page (with ``Retry-After`` when rate limited), or as the API's JSON body
     ``{"code", "message"}`` under ``/api``."""
@@ -52,10 +67,15 @@ def http_error(error):
         from core.api import error_response
 
         return error_response(error)
-    message = ("This form has expired or was sent from another site. Go back, reload the page "
-               "and try again." if isinstance(error, CSRFError) else error.description)
+    title, message = ERRORS.get(error.code, ERRORS[500])
+    if isinstance(error, CSRFError):
+        message = gettext("This form has expired or was sent from another site. Go back, reload "
+                          "the page and try again.")
+    elif error.description != type(error).description:  # a message written for this case
+        message = error.description
     response = current_app.make_response(
-        (render_template("error.html", error=error, message=message), error.code))
+        (render_template("error.html", error=error, title=str(title), message=str(message)),
+         error.code))
     if error.code == 429:
         from core.auth import retry_after
 

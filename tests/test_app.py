@@ -91,3 +91,11 @@ def test_every_page_carries_security_headers(client):
     assert "frame-ancestors 'none'" in csp
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_error_pages_speak_the_visitors_language(client):
+    english = client.get("/nowhere", headers={"Accept-Language": "en"})
+    french = client.get("/nowhere", headers={"Accept-Language": "fr-FR,fr;q=0.9"})
+    assert english.status_code == french.status_code == 404
+    assert "Page not found" in english.text
+    assert "Page introuvable" in french.text and "ne vous est pas accessible" in french.text
