@@ -33,6 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from renewals import database  # noqa: E402 - a fresh SQLite or PostgreSQL database, and its drop
+
 POSTGRES = os.environ.get("PORTICO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -47,23 +49,6 @@ def bare_app():
         return render_template("page.html", title="Baseline")
 
     return app
-
-
-def database(kind, folder):
-    """A fresh database URL, and how to drop it."""
-    if kind == "sqlite":
-        return f"sqlite:///{folder}/bench.db", lambda: None
-    import psycopg2
-
-    name = f"portico_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{POSTGRES.rsplit('/', 1)[0]}/{name}", drop
 
 
 def seed(app, payments: int) -> dict:

@@ -481,3 +481,18 @@ def dns(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return names
+
+
+@pytest.fixture
+def served(app, live_server):
+    """The live server, with links e-mailed for its own address."""
+    app.config["BASE_URL"] = live_server.url
+    return live_server.url
+
+
+def csp_violations(page) -> list[str]:
+    """Console messages of the page reporting a blocked script, style or frame."""
+    found = []
+    page.on("console", lambda message: found.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    return found

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import csp_violations
 from playwright.sync_api import expect
 
 from core.auth import create_merchant_user
@@ -20,21 +21,6 @@ def app(make_app, inbox):
     app = make_app({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": inbox.port, "SMTP_STARTTLS": False})
     with app.app_context():
         yield app
-
-
-@pytest.fixture
-def served(app, live_server):
-    """The live server, with links e-mailed for its own address."""
-    app.config["BASE_URL"] = live_server.url
-    return live_server.url
-
-
-def csp_violations(page) -> list[str]:
-    """Console messages of the page reporting a blocked script, style or frame."""
-    found = []
-    page.on("console", lambda message: found.append(message.text)
-            if "Content Security Policy" in message.text else None)
-    return found
 
 
 def test_customer_signs_in_with_the_link_emailed_from_the_static_link(served, browser, page, business,

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import csp_violations
 from playwright.sync_api import expect
 
 from core import auth, jobs, licensing
@@ -48,19 +49,6 @@ WORDS = {
            "save": "Enregistrer", "saved": "Votre profil est enregistré.",
            "subscriptions": "Abonnements"},
 }
-
-
-@pytest.fixture
-def served(app, live_server):
-    app.config["BASE_URL"] = live_server.url
-    return live_server.url
-
-
-def csp_violations(page) -> list[str]:
-    found = []
-    page.on("console", lambda message: found.append(message.text)
-            if "Content Security Policy" in message.text else None)
-    return found
 
 
 def add_test_card(page, number="4242 4242 4242 4242"):
