@@ -7,6 +7,7 @@ reach fails in CI (``CI`` set) and is skipped, saying why, elsewhere.
 """
 
 import os
+import re
 import secrets
 import socket
 import uuid
@@ -496,3 +497,8 @@ def csp_violations(page) -> list[str]:
     page.on("console", lambda message: found.append(message.text)
             if "Content Security Policy" in message.text else None)
     return found
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the (first) form on a page, to post it as a browser would."""
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]

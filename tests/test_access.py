@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import time_machine
+from conftest import csrf_token
 
 from core import auth
 from core.auth import limiter
@@ -36,8 +37,6 @@ def app(make_app, heard):
         yield app
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]
 
 
 def csrf_for(client) -> str:

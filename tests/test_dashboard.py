@@ -7,6 +7,7 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import csrf_token
 
 from core import auth
 from core.models import (
@@ -45,8 +46,6 @@ def merchant(client, owner):
     return client
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]
 
 
 def without_token(html: str) -> str:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import time_machine
+from conftest import csrf_token
 from pypdf import PdfReader
 
 from core import auth, billing
@@ -34,8 +35,6 @@ def app(make_app, heard):
         yield app
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]
 
 
 def sign_in(client, customer, **link):

@@ -2,12 +2,12 @@
 answers 404, like a missing one), and a page's query count does not grow with their data."""
 
 import logging
-import re
 from contextlib import contextmanager
 from itertools import count
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import csrf_token
 
 from core import auth
 from core.models import (
@@ -26,8 +26,6 @@ from core.models import (
 numbers = count(1)
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]
 
 
 def sign_in(client, customer):

@@ -1,12 +1,12 @@
 """The sandbox payment provider: test cards, charges, refunds, injected faults, the card form."""
 
-import re
 import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
+from conftest import csrf_token
 
 from core.hookspecs import TransientProviderError
 from core.models import PaymentMethod, db, utcnow
@@ -59,8 +59,6 @@ def database_text() -> str:
                      for row in db.execute_sql(f'SELECT * FROM "{table}"').fetchall())
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)[1]
 
 
 # --- Registry and tokens ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import stripe
 import time_machine
-from conftest import free_port
+from conftest import csrf_token, free_port
 from portico_stripe.models import StripeCustomer, StripeEvent
 from portico_stripe.provider import SETTINGS, key_modes, page_policy, save_method
 from werkzeug.serving import make_server
@@ -133,8 +133,6 @@ def path_of(url: str) -> str:
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)[1]
 
 
 # --- Installed like any third-party plugin ----------------------------------------------------
