@@ -42,6 +42,7 @@ def create_app(config=None, plugins=()):
     i18n.init_app(app)
     for area in (signin, portal, dashboard, api):
         app.register_blueprint(area.bp)
+    app.extensions["portico.json_errors"] = api.error_response  # errors under /api
 
     @app.teardown_appcontext
     def close_db(_exc):

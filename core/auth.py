@@ -27,7 +27,7 @@ from limits import parse_many
 from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from core.hookspecs import Notification
+from core.events import link_for, send
 from core.models import (
     ApiKey,
     AuditLog,
@@ -39,7 +39,6 @@ from core.models import (
     PortalToken,
     db,
     locked,
-    new_id,
     utcnow,
 )
 
@@ -277,7 +276,7 @@ def request_sign_in_link(business_id: str, mode: str, email: str, ip=None):
               business=business_id, mode=mode, ip=ip, email_hash=email_hash(email))
         return
     audit("sign_in_link.requested", customer=customer, ip=ip)
-    _notify(customer, "customer.sign_in_link", link=sign_in_link(customer))
+    send(customer, "customer.sign_in_link", link=sign_in_link(customer))
 
 
 def send_sign_in_link(customer_id: str, return_url: str | None = None, requested_by: str | None = None,
@@ -289,26 +288,21 @@ def send_sign_in_link(customer_id: str, return_url: str | None = None, requested
     if customer is None or customer.blocked_at is not None:
         return
     audit("sign_in_link.sent", customer=customer, by=requested_by)
-    _notify(customer, "customer.sign_in_link",
+    send(customer, "customer.sign_in_link",
             link=sign_in_link(customer, return_url=return_url, next=next))
 
 
-def _notify(customer, type_: str, data=None, link: str | None = None):
-    """Tell every notifier, one by one, so that one failing never keeps another from sending.
-
-    A ``link`` travels in ``Notification.secrets``: it is neither stored nor queued.
-    """
-    from core.plugins import registry
-
-    notification = Notification(id=new_id("ntf"), type=type_, business_id=customer.business_id,
-                                mode=customer.mode, data=data or {}, created_at=utcnow(),
-                                customer_id=customer.id, secrets={"link": link} if link else {})
-    plugins, app = registry(), current_app._get_current_object()
-    for name in plugins.implementers("notify"):
-        try:
-            plugins.call_one("notify", name, notification=notification, app=app)
-        except Exception:
-            log.exception("notifier %r could not send %s to customer %s", name, type_, customer.id)
+@link_for("payment.failed")
+def payment_method_link(event) -> str | None:
+    """A fresh sign-in link that lands on updating the payment method of the subscription a
+    failed payment belongs to (minted only when a notifier shows it)."""
+    subscription_id = event.data.get("subscription_id")
+    customer = Customer.get_or_none(Customer.id == event.customer_id)
+    if not subscription_id or customer is None or customer.blocked_at is not None:
+        return None
+    path = current_app.url_map.bind("").build("portal.payment_method",
+                                              {"subscription_id": subscription_id})
+    return sign_in_link(customer, next=path)
 
 
 def allow_sign_in_email(email: str) -> bool:
@@ -357,7 +351,7 @@ def send_email_change_link(customer_id: str, new_email: str, ip=None):
     audit("email_change.requested", customer=customer, ip=ip)
     raw = issue_token(customer, "email_change", current_app.config["MAGIC_LINK_TTL"],
                       {"new_email": new_email})
-    _notify(customer, "customer.email_change", data={"email": new_email},
+    send(customer, "customer.email_change", data={"email": new_email},
             link=f"{current_app.config['BASE_URL']}/email/confirm/{raw}")
 
 
@@ -397,7 +391,7 @@ def notify_email_changed(customer_id: str, old_email: str):
     """Job: tell the old address that the account now uses another one (no link, no secret)."""
     customer = Customer.get_or_none(Customer.id == customer_id)
     if customer is not None:
-        _notify(customer, "customer.email_changed", data={"email": old_email})
+        send(customer, "customer.email_changed", data={"email": old_email})
 
 
 def _email_taken(customer, email: str) -> bool:

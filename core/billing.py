@@ -10,20 +10,21 @@ unit; invoice lines always add up to the amount charged.
 """
 
 import logging
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from dateutil.relativedelta import relativedelta
 from flask import current_app
 
 from core import payloads
+from core.events import emit, redispatch
 from core.hookspecs import ChargeResult
-from core.jobs import enqueue, later, transaction
+from core.jobs import enqueue, later, queue, transaction
 from core.models import (
     Business,
     Customer,
-    Event,
     Invoice,
     InvoiceSequence,
     Payment,
@@ -38,7 +39,6 @@ from core.models import (
 log = logging.getLogger("portico.billing")
 
 STALE_CHARGE = timedelta(minutes=15)  # a processing charge this old has lost its job
-UNDISPATCHED = timedelta(seconds=30)  # an event this old whose deliveries were never queued
 
 
 class BillingError(Exception):
@@ -122,21 +122,6 @@ def period_label(name: str, start: datetime, end: datetime) -> str:
 
 
 # --- Events ----------------------------------------------------------------------------------
-
-
-def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict) -> Event:
-    """Record an event in the current transaction; its deliveries are queued once it commits."""
-    from core.jobs import dispatch
-    from core.plugins import registry
-
-    event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
-                         data=data)
-    if registry().implementers("notify"):
-        later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
-    else:  # nobody listens: the event is kept, with nothing to deliver
-        event.dispatched_at = event.created_at
-        event.save()
-    return event
 
 
 def _emit_subscription(type: str, sub: Subscription, **extra):
@@ -444,7 +429,6 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     was lost (a dead worker, Redis down), and events whose deliveries were never queued.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
-    from core.jobs import dispatch
     from core.plugins import registry
 
     now = now or utcnow()
@@ -462,15 +446,36 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     for payment in stale:
         enqueue(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
         counts["charges"] += 1
-    undispatched = Event.select(Event.id).where(
-        Event.dispatched_at.is_null() & (Event.created_at <= now - UNDISPATCHED))
-    for event in undispatched:
-        enqueue(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
-        counts["events"] += 1
+    counts["events"] = redispatch(now)
     app = current_app._get_current_object()
     for _plugin, owed in registry().call_each("sweep", app=app, now=now):
         counts.update(owed or {})
     return counts
+
+
+def book_sweep():
+    """Book the next billing sweep at the next multiple of ``RENEWAL_SWEEP_INTERVAL``; the job
+    id names that time slot, so however many workers book it, one sweep runs per slot."""
+    from rq.exceptions import DuplicateJobError
+
+    from core.jobs import FAILURE_TTL
+
+    interval = current_app.config["RENEWAL_SWEEP_INTERVAL"]
+    slot = int(time.time() // interval) + 1
+    try:
+        queue().enqueue_at(datetime.fromtimestamp(slot * interval, UTC), periodic_sweep,
+                           job_id=f"portico-sweep-{slot}", unique=True, job_timeout=interval * 5,
+                           failure_ttl=FAILURE_TTL, result_ttl=interval * 2)
+    except DuplicateJobError:
+        pass
+
+
+def periodic_sweep():
+    """Job: run the billing sweep, then book the next one."""
+    try:
+        log.info("sweep: %s", sweep())
+    finally:
+        book_sweep()
 
 
 # --- Arrears ---------------------------------------------------------------------------------

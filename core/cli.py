@@ -57,10 +57,11 @@ def serve(app, host, port):
 @with_app
 def worker(app, burst):
     """Run an RQ worker with its scheduler; the app and plugins are loaded once, before forking."""
+    from core.billing import book_sweep
     from core.jobs import run_worker
 
     try:
-        run_worker(app, burst=burst)
+        run_worker(app, burst=burst, startup=[book_sweep])
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
 

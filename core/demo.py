@@ -103,10 +103,7 @@ def _create_records() -> Business:
 def _save_card(customer, source):
     provider = registry().provider("sandbox")
     card = provider.tokenize(customer=customer, source=source)
-    return PaymentMethod.create(business=customer.business_id, mode=customer.mode,
-                                customer=customer, provider=provider.name,
-                                provider_token=card.token, brand=card.brand, last4=card.last4,
-                                exp_month=card.exp_month, exp_year=card.exp_year)
+    return PaymentMethod.save_card(customer, provider.name, card)
 
 
 def _pay(customer, method, product, kind, when, period=None, subscription=None):

@@ -278,6 +278,19 @@ class PaymentMethod(BaseModel):
         indexes = ((("customer", "deleted_at"), False),
                    (("provider", "provider_token"), False))
 
+    @classmethod
+    def save_card(cls, customer, provider: str, card) -> "PaymentMethod":
+        """The one way a payment method is saved: ``card`` (a ``hookspecs.CardDetails`` a
+        provider returned) as ``customer``'s method at ``provider``. Saving the same provider
+        token again returns the method already saved, so a repeated return from a card form
+        never makes a twin."""
+        existing = cls.get_or_none((cls.customer == customer) & (cls.provider == provider)
+                                   & (cls.provider_token == card.token) & cls.deleted_at.is_null())
+        return existing or cls.create(
+            business=customer.business_id, mode=customer.mode, customer=customer,
+            provider=provider, provider_token=card.token, brand=card.brand, last4=card.last4,
+            exp_month=card.exp_month, exp_year=card.exp_year)
+
 
 class Subscription(BaseModel):
     """A customer's recurring purchase of a product, moved between states by ``core.billing``."""

@@ -63,10 +63,9 @@ ERRORS = {  # what each error page says, in the visitor's language
 def http_error(error):
     """Errors as a page (with ``Retry-After`` when rate limited), or as the API's JSON body
     ``{"code", "message"}`` under ``/api``."""
-    if request.path == "/api" or request.path.startswith("/api/"):
-        from core.api import error_response
-
-        return error_response(error)
+    json_errors = current_app.extensions.get("portico.json_errors")
+    if json_errors and (request.path == "/api" or request.path.startswith("/api/")):
+        return json_errors(error)
     title, message = ERRORS.get(error.code, ERRORS[500])
     if isinstance(error, CSRFError):
         message = gettext("This form has expired or was sent from another site. Go back, reload "

@@ -313,10 +313,7 @@ def save_card(app):
 
     def save(customer, source="pm_card_visa"):
         card = registry(app).provider("sandbox").tokenize(customer=customer, source=source)
-        return PaymentMethod.create(business=customer.business_id, mode=customer.mode,
-                                    customer=customer, provider="sandbox", provider_token=card.token,
-                                    brand=card.brand, last4=card.last4, exp_month=card.exp_month,
-                                    exp_year=card.exp_year)
+        return PaymentMethod.save_card(customer, "sandbox", card)
 
     return save
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from core import jobs
+from core import events, jobs
 from core.cli import main
 from core.models import Event
 from plugins.mail import outbox_messages
@@ -26,7 +26,7 @@ def cancelled_event(customer):
 
 def test_without_redis_jobs_run_in_process(app, customer):
     event = cancelled_event(customer)
-    jobs.dispatch(event.id)
+    events.dispatch(event.id)
     assert [parseaddr(m["To"])[1] for m in outbox_messages(app)] == ["ann@example.com"]
     assert Event.get_by_id(event.id).dispatched_at is not None
 
@@ -37,7 +37,7 @@ def test_a_real_worker_process_runs_queued_jobs(make_app, redis_url, cli_env, cu
                     "MAIL_OUTBOX": cli_env["PORTICO_MAIL_OUTBOX"]})
     with app.app_context():
         event = cancelled_event(customer)
-        jobs.dispatch(event.id)
+        events.dispatch(event.id)
         queued = jobs.queue().count
         assert queued == len(app.extensions["portico"].implementers("notify"))
         assert outbox_messages(app) == []
@@ -56,8 +56,8 @@ def test_the_same_delivery_is_queued_once(make_app, redis_url, customer):
     app = make_app({"REDIS_URL": redis_url, "QUEUE_NAME": f"test-{uuid.uuid4().hex[:8]}"})
     with app.app_context():
         event = cancelled_event(customer)
-        jobs.dispatch(event.id)
-        jobs.dispatch(event.id)
+        events.dispatch(event.id)
+        events.dispatch(event.id)
         assert jobs.queue().count == len(app.extensions["portico"].implementers("notify"))
         jobs.queue().empty()
 

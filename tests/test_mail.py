@@ -9,8 +9,8 @@ import types
 import pytest
 from conftest import free_port
 
+from core.events import dispatch
 from core.hookspecs import Notification
-from core.jobs import dispatch
 from core.models import Event, Invoice, Payment, new_id, utcnow
 from core.plugins import registry
 from plugins.mail import outbox_messages

@@ -23,7 +23,7 @@ from dodopayments import DodoPayments
 from dodopayments.types import SubscriptionOnHoldWebhookEvent
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from core import billing, jobs, payloads
+from core import billing, events, jobs, payloads
 from core.endpoints import check_url, new_secret
 from core.hookspecs import Notification
 from core.models import Business, Delivery, Event, WebhookEndpoint, utcnow
@@ -111,7 +111,7 @@ def record(customer, type="subscription.updated", **data):
 
 def deliver(event):
     """Hand ``event`` to the webhooks notifier, as its delivery job does."""
-    jobs.deliver(event.id, "webhooks")
+    events.deliver(event.id, "webhooks")
 
 
 def attempts(event, endpoint):

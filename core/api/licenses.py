@@ -9,7 +9,7 @@ from peewee import IntegrityError
 from core import licensing, payloads
 from core.api import schemas
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
-from core.billing import emit
+from core.events import emit
 from core.jobs import transaction
 from core.models import Customer, LicenseKey, LicenseKeyInstance, Product, db, for_update, utcnow
 from core.plugins import registry

@@ -31,10 +31,7 @@ def _payment_method(customer: Customer, method_id: str) -> PaymentMethod:
         except (MissingPlugin, ValueError):
             pass
         else:
-            return PaymentMethod.create(
-                business=customer.business_id, mode=customer.mode, customer=customer,
-                provider=provider.name, provider_token=card.token, brand=card.brand,
-                last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year)
+            return PaymentMethod.save_card(customer, provider.name, card)
     hint = " (in test mode, a test token such as pm_card_visa works too)" if g.mode == "test" else ""
     raise ApiError(404, "NOT_FOUND", f"No such payment method for this customer{hint}.")
 

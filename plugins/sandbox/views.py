@@ -79,9 +79,6 @@ def new_card():
         except ValueError as error:
             form.number.errors.append(str(error))
         else:
-            method = PaymentMethod.create(
-                business=customer.business_id, mode=customer.mode, customer=customer,
-                provider="sandbox", provider_token=card.token, brand=card.brand,
-                last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year)
+            method = PaymentMethod.save_card(customer, "sandbox", card)
             return redirect(_with_query(state["return_url"], payment_method=method.id), 303)
     return render_template("sandbox/card_form.html", form=form, cards=TEST_CARDS), 200

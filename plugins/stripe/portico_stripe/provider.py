@@ -390,13 +390,7 @@ class StripeProvider:
 
 def save_method(customer, card: CardDetails) -> PaymentMethod:
     """Save a card Stripe reported as ``customer``'s payment method, once per Stripe card."""
-    existing = PaymentMethod.get_or_none(
-        (PaymentMethod.customer == customer) & (PaymentMethod.provider == StripeProvider.name)
-        & (PaymentMethod.provider_token == card.token) & PaymentMethod.deleted_at.is_null())
-    return existing or PaymentMethod.create(
-        business=customer.business_id, mode=customer.mode, customer=customer,
-        provider=StripeProvider.name, provider_token=card.token, brand=card.brand, last4=card.last4,
-        exp_month=card.exp_month, exp_year=card.exp_year)
+    return PaymentMethod.save_card(customer, StripeProvider.name, card)
 
 
 def provider():
