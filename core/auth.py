@@ -21,6 +21,7 @@ from functools import cache, wraps
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, g, has_request_context, redirect, request, session, url_for
+from flask_babel import gettext
 from flask_limiter import Limiter
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
 from limits import parse_many
@@ -28,6 +29,7 @@ from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.events import link_for, send
+from core.i18n import supported
 from core.models import (
     ApiKey,
     AuditLog,
@@ -515,6 +517,9 @@ def login(record: PortalSession | MerchantSession):
     if isinstance(record, PortalSession):
         login_user(CustomerUser(record), remember=False)
         session["portal"] = [record.business_id, record.mode]  # where to sign in again
+        locale = supported(record.customer.preferred_locale)
+        if locale:  # … and in which language, once this session has ended
+            session["locale"] = locale
     else:
         login_user(DashboardUser(record), remember=False)
 
@@ -592,10 +597,59 @@ def client_ip() -> str:
 limiter = Limiter(key_func=client_ip)
 
 
+def _sent_an_email(response) -> bool:
+    return response.status_code == 303  # a view that sent (or queued) its e-mail moves on
+
+
+def _email_recipient() -> str:
+    """Whose e-mails a view sends: the signed-in customer's, or the customer the dashboard
+    view names."""
+    if current_user.is_customer:
+        return current_user.customer.id
+    return (request.view_args or {}).get("customer_id") or client_ip()
+
+
+def sends_email(view):
+    """Limit a view that e-mails a customer (e-mail change, a new sign-in link, the
+    dashboard's invite): ``EMAIL_LIMIT_PER_CUSTOMER`` per customer and ``EMAIL_LIMIT_PER_IP``
+    per address, counting the requests that sent one; beyond, a 429 page says to wait. Put it
+    under the route decorator."""
+    message = lambda: gettext("Too many e-mails were asked for. Please wait a while, then "  # noqa: E731
+                              "try again.")
+    per_ip = limiter.shared_limit(lambda: current_app.config["EMAIL_LIMIT_PER_IP"],
+                                  scope="email-per-ip", methods=["POST"],
+                                  deduct_when=_sent_an_email, error_message=message)
+    per_customer = limiter.shared_limit(lambda: current_app.config["EMAIL_LIMIT_PER_CUSTOMER"],
+                                        scope="email-per-customer", methods=["POST"],
+                                        key_func=_email_recipient, deduct_when=_sent_an_email,
+                                        error_message=message)
+    return per_ip(per_customer(view))
+
+
 def retry_after() -> int | None:
     """Seconds until the limit that refused the current request lets it through again."""
     limit = limiter.current_limit
-    return max(1, int(limit.reset_at - time.time())) if limit else None
+    if limit:
+        return max(1, int(limit.reset_at - time.time()))
+    return g.get("retry_after")
+
+
+def failure_limited(scope: str, key: str, limits: str) -> int | None:
+    """Count one failure (an invalid sign-in link, an unknown API key) of ``key`` (an IP
+    address) against ``limits`` (``"30 per hour"``); the seconds to wait when it is over them,
+    else ``None``.
+
+    Only failures count and only failures are refused: people sharing an address (an office
+    behind one NAT) are never locked out of their own valid links or keys by someone else's
+    bad ones, while guessing stops at the limit.
+    """
+    strategy = limiter.limiter
+    over = [item for item in parse_many(limits) if not strategy.hit(item, scope, key)]
+    if not over:
+        return None
+    reset = max(strategy.get_window_stats(item, scope, key).reset_time for item in over)
+    g.retry_after = max(1, int(reset - time.time()))
+    return g.retry_after
 
 
 # --- Audit log --------------------------------------------------------------------------------------
@@ -625,9 +679,10 @@ NO_STORE_BLUEPRINTS = {"signin", "portal", "dashboard", "api"}
 
 
 class RedactTokens(logging.Filter):
-    """Blank out tokens in log lines, such as the development server's access log."""
+    """Blank out tokens in log lines, such as the development server's access log: sign-in
+    and e-mail change links, and the signed ``state`` of a card form."""
 
-    TOKEN_PATH = re.compile(r"(/session/|/email/confirm/)[A-Za-z0-9_-]+")
+    TOKEN_PATH = re.compile(r"(/session/|/email/confirm/|[?&]state=)[A-Za-z0-9_.%-]+")
 
     def filter(self, record):
         message = record.getMessage()

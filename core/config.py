@@ -34,10 +34,14 @@ DEFAULTS = {
     "EMAIL_CHANGE_FRESHNESS": 15 * 60,  # an e-mail change needs a sign-in this recent
     "SIGN_IN_LIMIT_PER_EMAIL": "1 per minute; 5 per hour",  # sign-in e-mails to one address
     "SIGN_IN_LIMIT_PER_IP": "20 per hour",  # sign-in link requests from one address
+    "EMAIL_LIMIT_PER_CUSTOMER": "3 per 10 minutes; 10 per day",  # e-mails a customer is sent on request
+    "EMAIL_LIMIT_PER_IP": "20 per hour",  # e-mails asked for from one address (signed in)
     "TOKEN_FAILURE_LIMIT_PER_IP": "30 per hour",  # invalid sign-in links opened from one IP
     "DASHBOARD_SIGN_IN_LIMIT": "10 per 15 minutes",  # failed dashboard sign-ins per IP and e-mail
+    "API_KEY_FAILURE_LIMIT_PER_IP": "20 per minute; 100 per hour",  # calls with an unknown API key
     "API_RATE_LIMIT": "50 per second; 1000 per minute",  # merchant API calls per API key
     "API_PUBLIC_RATE_LIMIT": "20 per second; 300 per minute",  # /licenses/* calls per IP address
+    "MAX_CONTENT_LENGTH": 256 * 1024,  # bytes a request body may have, chunked or not
     "PROXY_HOPS": 0,  # reverse proxies in front of Portico whose X-Forwarded-* headers to trust
     "RENEWAL_SWEEP_INTERVAL": 60,
     "INVOICE_PDF_AHEAD": True,  # render each invoice's PDF when issued, not at first download

@@ -8,7 +8,17 @@ another business's (or mode's) ids answer 404, exactly like ids that do not exis
 import base64
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
@@ -20,6 +30,8 @@ from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
 from core.models import ApiKey, Business, Customer, Delivery, Event, WebhookEndpoint, utcnow
 from core.signin import duration
+from core.text import SingleLine, local_path
+from core.web import body_limit
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -27,6 +39,9 @@ PAGE_SIZE = 25
 LOGO_MAX_BYTES = 256 * 1024
 LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg",
               b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+
+
+ONE_LINE = "Use one line of text, without line breaks or control characters."
 
 
 # --- Forms ------------------------------------------------------------------------------------
@@ -38,7 +53,7 @@ class SignInForm(FlaskForm):
 
 
 class ApiKeyForm(FlaskForm):
-    name = StringField("Name", validators=[Optional(), Length(max=100)],
+    name = StringField("Name", validators=[Optional(), Length(max=100), SingleLine(ONE_LINE)],
                        description="What the key is for, e.g. \"Production server\".")
 
 
@@ -54,7 +69,8 @@ def _public_url(form, field):
 class WebhookForm(FlaskForm):
     url = URLField("Endpoint URL", validators=[InputRequired("Enter the URL that receives the webhooks."),
                                                Length(max=2000), _public_url])
-    description = StringField("Description", validators=[Optional(), Length(max=200)])
+    description = StringField("Description", validators=[Optional(), Length(max=200),
+                                                         SingleLine(ONE_LINE)])
 
 
 def _https_url(form, field):
@@ -80,7 +96,7 @@ def _logo(form, field):
 
 class BrandingForm(FlaskForm):
     name = StringField("Business name", validators=[InputRequired("Enter your business's name."),
-                                                    Length(max=200)])
+                                                    Length(max=200), SingleLine(ONE_LINE)])
     logo = FileField("Logo", validators=[_logo],
                      description=f"PNG, JPEG or GIF, at most {LOGO_MAX_BYTES // 1024} KB.")
     remove_logo = BooleanField("Remove the logo")
@@ -153,9 +169,7 @@ def switch_mode():
 
 def _safe_next(target) -> str:
     """A dashboard page to go to next: only a path inside the dashboard, never another site."""
-    if target and target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for(".customers")
+    return local_path(target, within="/dashboard") or url_for(".customers")
 
 
 # --- Sales → Customers --------------------------------------------------------------------------
@@ -184,21 +198,25 @@ def customers():
 @bp.get("/customers/<customer_id>")
 @merchant_required
 def customer(customer_id):
-    """A customer, with "Share invite"."""
-    return _customer_page(_get(Customer, customer_id))
+    """A customer, with "Share invite" (and the dynamic link just made, this once)."""
+    found = _get(Customer, customer_id)
+    return _customer_page(found, dynamic_link=_shown_once("dynamic-link", found.id))
 
 
 @bp.post("/customers/<customer_id>/invite-link")
 @merchant_required
 def invite_link(customer_id):
-    """Make a dynamic sign-in link, shown once, to copy and hand to the customer."""
+    """Make a dynamic sign-in link, shown once (on the page this redirects to), to copy and
+    hand to the customer."""
     found = _get(Customer, customer_id)
     link = auth.sign_in_link(found)
     auth.audit("sign_in_link.issued", customer=found, by=current_user.user.id)
-    return _customer_page(found, dynamic_link=link)
+    _show_once("dynamic-link", found.id, link)
+    return redirect(url_for(".customer", customer_id=found.id), 303)
 
 
 @bp.post("/customers/<customer_id>/invite-email")
+@auth.sends_email
 @merchant_required
 def invite_email(customer_id):
     """E-mail the customer a dynamic sign-in link (at most ``SIGN_IN_LIMIT_PER_EMAIL``)."""
@@ -227,14 +245,16 @@ def _customer_page(found, dynamic_link=None):
 def api_keys():
     """The API keys of the current mode; a new key is shown once, then only its prefix."""
     form = ApiKeyForm()
-    new_key = None
     if form.validate_on_submit():
-        key, new_key = auth.create_api_key(current_user.business, current_user.mode, form.name.data or "")
+        key, raw = auth.create_api_key(current_user.business, current_user.mode, form.name.data or "")
         auth.audit("api_key.created", business=key.business_id, mode=key.mode,
                    by=current_user.user.id, key=key.prefix)
-        form = ApiKeyForm(formdata=None)
+        _show_once("new-key", current_user.mode, raw)
+        return redirect(url_for(".api_keys"), 303)
     keys = _scoped(ApiKey).order_by(ApiKey.revoked_at.is_null(False), ApiKey.created_at.desc())
-    return render_template("dashboard/api_keys.html", form=form, keys=list(keys), new_key=new_key)
+    return render_template("dashboard/api_keys.html", form=form, keys=list(keys),
+                           new_key=_shown_once("new-key", current_user.mode)), \
+        400 if form.errors else 200
 
 
 @bp.post("/api-keys/<key_id>/revoke")
@@ -305,11 +325,11 @@ def toggle_webhook(endpoint_id, action):
 
 
 @bp.route("/branding", methods=["GET", "POST"])
+@body_limit(4 * LOGO_MAX_BYTES)
 @merchant_required
 def branding():
     """How the portal and e-mails show the business: name, logo, colour, support e-mail and
     where "Return to …" leads (the same in test and live mode)."""
-    request.max_content_length = 4 * LOGO_MAX_BYTES
     business = Business.get_by_id(current_user.business.id)
     form = BrandingForm(obj=business)
     if form.validate_on_submit():
@@ -323,6 +343,25 @@ def branding():
         return redirect(url_for(".branding"), 303)
     return render_template("dashboard/branding.html", form=form, business=business), \
         400 if form.errors else 200
+
+
+# --- Secrets shown once, after a redirect ------------------------------------------------------
+
+
+def _show_once(kind: str, owner: str, secret: str):
+    """Keep a secret just made (a dynamic link, an API key) for the page the POST redirects to,
+    so that reloading that page never makes another; like a flashed message, it lives in this
+    browser's session until shown."""
+    session["shown_once"] = [kind, owner, secret]
+
+
+def _shown_once(kind: str, owner: str) -> str | None:
+    """The secret kept by ``_show_once`` for ``kind`` and ``owner`` (a customer, a mode), once."""
+    kept = session.get("shown_once")
+    if not kept or kept[:2] != [kind, owner]:
+        return None
+    session.pop("shown_once")
+    return kept[2]
 
 
 # --- Scoping ---------------------------------------------------------------------------------

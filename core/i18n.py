@@ -17,6 +17,7 @@ from flask_babel import Babel, format_date, get_locale
 from flask_login import current_user
 
 from core.models import Customer
+from core.text import local_path
 
 LOCALES = {"en": "English", "fr": "Français"}
 DEFAULT_LOCALE = "en"
@@ -64,9 +65,7 @@ def choose_language():
     if current_user.is_customer:
         Customer.update(preferred_locale=locale).where(
             Customer.id == current_user.customer.id).execute()
-    back = request.form.get("next") or ""
-    safe = back.startswith("/") and not back.startswith("//") and "\\" not in back
-    return redirect(back if safe else url_for("portal.home"), 303)
+    return redirect(local_path(request.form.get("next")) or url_for("portal.home"), 303)
 
 
 def money(amount, currency) -> str:

@@ -57,6 +57,7 @@ from core.models import (
     Subscription,
 )
 from core.plugins import MissingPlugin, registry
+from core.text import SingleLine
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 
@@ -80,6 +81,7 @@ DECLINES = {  # the provider's failure codes, in the customer's words and langua
     "no_payment_method": lazy_gettext("No payment method was available."),
     "provider_unavailable": lazy_gettext("Card payments are not available at the moment."),
 }
+ONE_LINE = lazy_gettext("Use one line of text, without line breaks or control characters.")
 WHEN = {"period_end": lazy_gettext("At the end of the current period"), "now": lazy_gettext("Now")}
 REFUSALS = {  # BillingError codes a customer can meet here
     "SUBSCRIPTION_INACTIVE": lazy_gettext("This subscription can no longer be changed."),
@@ -253,15 +255,25 @@ def unpaid_renewal(sub) -> Payment | None:
 
 
 class CancelForm(FlaskForm):
-    """When to cancel, and optionally why."""
+    """When to cancel (one of ``whens``, which depend on the subscription: each form has its
+    own), and optionally why."""
 
-    when = StringField(lazy_gettext("When"), default="period_end", validators=[
-        InputRequired(lazy_gettext("Choose when to cancel.")),
-        AnyOf(list(WHEN), message=lazy_gettext("Choose when to cancel."))])
+    when = StringField(lazy_gettext("When"), validators=[
+        InputRequired(lazy_gettext("Choose when to cancel."))])
     feedback = StringField(lazy_gettext("Reason (optional)"),
                            validators=[Optional(), AnyOf(list(FEEDBACK))])
     comment = TextAreaField(lazy_gettext("Anything you would like to tell us? (optional)"),
                             validators=[Optional(), Length(max=1000)])
+
+    def __init__(self, *args, whens=WHEN, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.whens = whens
+        if not self.is_submitted():
+            self.when.data = next(iter(whens))
+
+    def validate_when(self, field):
+        if field.data not in self.whens:
+            raise ValidationError(_("Choose when to cancel."))
 
 
 @bp.route("/subscriptions/<subscription_id>/cancel", methods=["GET", "POST"])
@@ -272,13 +284,10 @@ def cancel(customer, subscription_id):
     if sub.status not in ("active", "on_hold"):
         flash(_("This subscription is already %(status)s.", status=status_label(sub.status)))
         return redirect(url_for(".subscription", subscription_id=sub.id), 303)
-    form = CancelForm()
     whens = dict(WHEN)
     if sub.status != "active" or sub.cancel_at_next_billing_date:
         del whens["period_end"]
-        form.when.validators[1].values = list(whens)
-        if not form.is_submitted():
-            form.when.data = "now"
+    form = CancelForm(whens=whens)
     if form.validate_on_submit():
         later_on = form.when.data == "period_end"
         try:
@@ -494,7 +503,7 @@ def deactivate(customer, key_id, instance_id):
 
 
 class ProfileForm(FlaskForm):
-    name = StringField(lazy_gettext("Name"), validators=[Length(max=200)])
+    name = StringField(lazy_gettext("Name"), validators=[Length(max=200), SingleLine(ONE_LINE)])
     phone = StringField(lazy_gettext("Phone"), validators=[Optional(), Length(max=40)])
     locale = SelectField(lazy_gettext("Language"), choices=LOCALES)
 
@@ -561,6 +570,7 @@ def profile(customer):
 
 
 @bp.post("/profile/email")
+@auth.sends_email
 @portal_page
 def change_email(customer):
     """Ask for a new address: a confirmation link goes there; nothing changes until it is used."""
@@ -580,6 +590,7 @@ def change_email(customer):
 
 
 @bp.post("/profile/sign-in-again")
+@auth.sends_email
 @portal_page
 def sign_in_again(customer):
     """E-mail a fresh sign-in link to the current address, leading back to the profile (an

@@ -1,13 +1,11 @@
 """Signing customers in and out: the static link form, magic links (a page, then a POST),
 the one page for links that can no longer be used, e-mail change confirmation, sign-out.
 
-Token pages never sign anyone in on GET or HEAD (mail scanners open links): they continue with
-a POST, automatically when JavaScript runs. They send ``Referrer-Policy: no-referrer`` and,
-like every page here, ``Cache-Control: no-store``; after the POST the browser lands on a URL
-without the token.
+Token pages never sign anyone in on GET or HEAD, nor by script: mail scanners open links, and
+some run the page's scripts, but none presses a button. The person presses "Continue" once,
+which POSTs. Token pages send ``Referrer-Policy: no-referrer`` and, like every page here,
+``Cache-Control: no-store``; after the POST the browser lands on a URL without the token.
 """
-
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -22,7 +20,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, refresh
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField
@@ -30,8 +28,10 @@ from wtforms.validators import Email, InputRequired, Length
 
 from core import auth
 from core.auth import client_ip, limiter
+from core.i18n import current_locale, supported
 from core.jobs import enqueue
 from core.models import Business
+from core.text import local_path
 
 bp = Blueprint("signin", __name__)
 
@@ -50,17 +50,6 @@ class EmailForm(FlaskForm):
 
 def _ip_limit():
     return current_app.config["SIGN_IN_LIMIT_PER_IP"]
-
-
-def _token_failure_limit():
-    return current_app.config["TOKEN_FAILURE_LIMIT_PER_IP"]
-
-
-# Invalid links opened from one address count together, whatever the page (guessing tokens).
-token_failures = limiter.shared_limit(
-    _token_failure_limit, scope="sign-in-token", deduct_when=lambda response: response.status_code == 410,
-    error_message=lambda: _("Too many invalid sign-in links were opened from your network. "
-                                  "Please wait a while, then ask for a new link."))
 
 
 @bp.route("/login/<business_id>", methods=["GET", "POST"], defaults={"mode": "live"})
@@ -88,14 +77,26 @@ def static_link(business_id, mode):
         else:
             auth.audit("sign_in_link.requested", outcome="rate_limited", business=business.id,
                        mode=mode, email_hash=auth.email_hash(email))
-        return render_template("signin/link_sent.html", business=business, mode=mode, email=email,
-                               valid_for=duration(current_app.config["MAGIC_LINK_TTL"]))
+        session["link_sent_to"] = email
+        return redirect(url_for(".link_sent", business_id=business.id, mode=mode), 303)
     status = 400 if form.errors else 200
     return render_template("signin/static_link.html", business=business, mode=mode, form=form), status
 
 
+@bp.get("/login/<business_id>/sent", defaults={"mode": "live"})
+@bp.get("/test/login/<business_id>/sent", defaults={"mode": "test"})
+def link_sent(business_id, mode):
+    """"Check your inbox", for the address last typed in this browser (reloading it sends
+    nothing)."""
+    business = Business.get_or_none(Business.id == business_id) or abort(404)
+    email = session.get("link_sent_to")
+    if not email:
+        return redirect(url_for(".static_link", business_id=business.id, mode=mode), 303)
+    return render_template("signin/link_sent.html", business=business, mode=mode, email=email,
+                           valid_for=duration(current_app.config["MAGIC_LINK_TTL"]))
+
+
 @bp.get("/session/<token>")
-@token_failures
 def magic_link(token):
     """A sign-in link's page: a "Continue" form that POSTs, sent automatically by script."""
     row = auth.find_token(token)
@@ -105,7 +106,6 @@ def magic_link(token):
 
 
 @bp.post("/session/<token>")
-@token_failures
 def use_magic_link(token):
     """Use the link: one session, however many requests race for it; then the portal."""
     record = auth.sign_in_with_token(token, client_ip(), request.user_agent.string)
@@ -120,7 +120,6 @@ def use_magic_link(token):
 
 
 @bp.get("/email/confirm/<token>")
-@token_failures
 def email_change_link(token):
     """An e-mail change link's page: confirming is a POST, like signing in."""
     row = auth.find_token(token)
@@ -131,7 +130,6 @@ def email_change_link(token):
 
 
 @bp.post("/email/confirm/<token>")
-@token_failures
 def confirm_email_change(token):
     """Make the change: every other session and link ends, and this browser is signed in anew."""
     record = auth.confirm_email_change(token, client_ip(), request.user_agent.string)
@@ -156,17 +154,35 @@ def logout_everywhere():
 
 @bp.get("/signed-out")
 def signed_out():
-    """Where a browser without a session lands when nothing says which business it was for."""
-    return render_template("signin/signed_out.html", business=None, mode=None)
+    """Where a browser lands once signed out (``?business=&mode=&lang=&everywhere=1``, from
+    the sign-out), or without a session when nothing says which business it was for.
+
+    With a business, the page wears its brand, speaks the customer's language and has a
+    button to its sign-in page; and this browser remembers both (only they: the sign-out has
+    emptied everything else), so that ``/portal/`` later leads to that sign-in page too.
+    """
+    business = Business.get_or_none(Business.id == request.args.get("business", ""))
+    mode = "test" if request.args.get("mode") == "test" else "live"
+    locale = supported(request.args.get("lang"))
+    if locale and not session.get("locale"):  # a choice made on this page since wins
+        session["locale"] = locale
+        refresh()
+    if business:
+        session["portal"] = [business.id, mode]
+    return render_template("signin/signed_out.html", business=business, mode=mode,
+                           everywhere=request.args.get("everywhere") == "1")
 
 
 def _signed_out(everywhere):
+    """Sign out, then (POST/redirect/GET) the signed-out page of the customer's business, in
+    their language."""
     user = current_user._get_current_object()
-    business = user.business if user.is_customer else None
-    mode = user.session.mode if user.is_customer else None
+    where = {}
+    if user.is_customer:
+        where = {"business": user.business.id, "mode": user.session.mode,
+                 "lang": current_locale(), "everywhere": "1" if everywhere else None}
     auth.sign_out(everywhere=everywhere)
-    response = make_response(render_template("signin/signed_out.html", business=business,
-                                             mode=mode, everywhere=everywhere))
+    response = redirect(url_for(".signed_out", **where), 303)
     response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
     return response
 
@@ -174,18 +190,20 @@ def _signed_out(everywhere):
 def portal_path(path) -> str | None:
     """``path`` if it is a plain relative path inside the portal (where a sign-in link may
     lead), else ``None``: never another site, another area or a path that climbs out."""
-    if not isinstance(path, str) or not path.startswith("/portal/"):
-        return None
-    parts = urlsplit(path)
-    if (parts.scheme or parts.netloc or "\\" in path or ".." in parts.path.split("/")
-            or any(ord(char) < 33 for char in path)):
-        return None
-    return path
+    return local_path(path, within="/portal/")
 
 
 def link_unusable(row):
     """The one answer for a link that is unknown, used, expired or meant for something else
-    (410): it offers a new link from the business the link was for, when that is known."""
+    (410): it offers a new link from the business the link was for, when that is known.
+
+    Such links opened from one address count together, whatever the page (guessing tokens):
+    over ``TOKEN_FAILURE_LIMIT_PER_IP`` the answer is 429 instead, for invalid links only.
+    """
+    if auth.failure_limited("sign-in-token", client_ip(),
+                            current_app.config["TOKEN_FAILURE_LIMIT_PER_IP"]):
+        abort(429, _("Too many invalid sign-in links were opened from your network. "
+                     "Please wait a while, then ask for a new link."))
     form = EmailForm() if row else None
     page = render_template("signin/link_unusable.html", business=row.business if row else None,
                            mode=row.mode if row else None, form=form)

@@ -2,10 +2,11 @@
 
 import re
 
+import flask
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_babel import gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.models import Business
@@ -53,6 +54,7 @@ ERRORS = {  # what each error page says, in the visitor's language
           lazy_gettext("This page does not exist, or it is not yours to see.")),
     405: (lazy_gettext("Not allowed"), lazy_gettext("This page cannot be used that way.")),
     410: (lazy_gettext("Link no longer valid"), lazy_gettext("This link can no longer be used.")),
+    413: (lazy_gettext("Too large"), lazy_gettext("What was sent is too large.")),
     429: (lazy_gettext("Too many requests"),
           lazy_gettext("Too many requests came from your network. Please wait a while, then try again.")),
     500: (lazy_gettext("Something went wrong"),
@@ -84,6 +86,41 @@ def http_error(error):
     return response
 
 
+def body_limit(max_bytes: int):
+    """Let a view take a request body of up to ``max_bytes`` instead of ``MAX_CONTENT_LENGTH``
+    (a logo upload). Put it under the route decorator."""
+
+    def mark(view):
+        view.max_content_length = max_bytes
+        return view
+
+    return mark
+
+
+def _body_limit():
+    """Apply the view's own body limit, before anything (the CSRF check) reads the body.
+    Werkzeug enforces the limit on the bytes read, so it holds for chunked bodies too."""
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "max_content_length", None):
+        request.max_content_length = view.max_content_length
+
+
+class Request(flask.Request):
+    """Flask's request, with ``MAX_CONTENT_LENGTH`` enforced on chunked bodies read whole.
+
+    Werkzeug stops reading a body without ``Content-Length`` at the limit, but ``get_data``
+    (and so ``request.json``) then returns the first bytes as if they were all: here a body
+    that reaches the limit is refused with 413 instead, never parsed truncated.
+    """
+
+    def get_data(self, *args, **kwargs):
+        data = super().get_data(*args, **kwargs)
+        limit = self.max_content_length
+        if limit is not None and self.content_length is None and len(data) >= limit:
+            raise RequestEntityTooLarge()
+        return data
+
+
 def same_site_forms():
     """Refuse a form posted from another site (Fetch Metadata), on top of the CSRF token.
 
@@ -108,10 +145,12 @@ def security_headers(response):
 
 
 def init_app(app):
+    app.request_class = Request
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config.setdefault("WTF_CSRF_SSL_STRICT", False)  # see same_site_forms
+    app.before_request(_body_limit)
     csrf.init_app(app)
     app.before_request(same_site_forms)
     app.register_blueprint(bp)

@@ -49,6 +49,8 @@ def static_path(business, mode="test") -> str:
 
 
 def request_link(client, business, email, mode="test", **kwargs):
+    """Ask for a link on the static link page, and follow to the page the browser shows."""
+    kwargs.setdefault("follow_redirects", True)
     page = client.get(static_path(business, mode), base_url=kwargs.get("base_url"))
     return client.post(static_path(business, mode), data={"csrf_token": csrf_token(page.text),
                                                           "email": email}, **kwargs)
@@ -151,7 +153,8 @@ def test_answer_and_timing_are_the_same_for_known_unknown_foreign_and_limited_em
                 started = time.perf_counter()
                 answer = client.post(static_path(business), data={"csrf_token": token, "email": email})
                 timings[name].append(time.perf_counter() - started)
-                headers = sorted((k, v) for k, v in answer.headers.items() if k != "Content-Length")
+                headers = sorted((k, v) for k, v in answer.headers.items()
+                                 if k not in ("Content-Length", "Set-Cookie"))
                 answers.setdefault(name, set()).add(
                     (answer.status_code, tuple(headers), answer.text.replace(email, "ADDRESS")))
         assert all(len(seen) == 1 for seen in answers.values())
@@ -261,7 +264,7 @@ def test_opening_a_link_shows_a_continue_page_and_signs_nobody_in(client, custom
     page = scanner.get(path, headers=SCANNER)
     assert page.status_code == 200
     assert "Sign in to Acme Software" in page.text
-    assert re.search(r'<form method="post" data-autosubmit', page.text)
+    assert re.search(r'<form method="post" data-continue', page.text)
     assert PortalToken.get().used_at is None and PortalSession.select().count() == 0
     assert signed_in_session(scanner) is None
     answer = client.post(path, data={"csrf_token": csrf_token(client.get(path).text)})
@@ -458,8 +461,9 @@ def test_logout_ends_the_session_on_the_server(client, business, customer):
     record = sign_in(client, customer)
     cookie = client.get_cookie("portico").value
     answer = client.post("/logout", data={"csrf_token": csrf_for(client)})
-    assert answer.status_code == 200 and "You are signed out" in answer.text
+    assert answer.status_code == 303
     assert answer.headers["Clear-Site-Data"] == '"cache", "cookies", "storage"'
+    assert "You are signed out" in client.get(answer.headers["Location"]).text
     assert PortalSession.get_by_id(record.id).revoked_at is not None
     replay = client.application.test_client()
     replay.set_cookie("portico", cookie)
@@ -472,7 +476,8 @@ def test_sign_out_everywhere_ends_every_session_and_unused_link(client, customer
     sign_in(phone, customer)
     sign_in(client, customer)
     waiting = auth.sign_in_link(customer)
-    answer = client.post("/logout/everywhere", data={"csrf_token": csrf_for(client)})
+    answer = client.post("/logout/everywhere", data={"csrf_token": csrf_for(client)},
+                         follow_redirects=True)
     assert "Every session of your Acme Software account has ended" in answer.text
     assert phone.get("/portal/").status_code == 302
     assert use_link(phone, waiting).status_code == 410
@@ -733,3 +738,188 @@ def test_pages_have_no_inline_script_or_style(client, business, customer):
     for html in pages:
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert " style=" not in html and "<style" not in html
+
+
+# --- Redirect targets ------------------------------------------------------------------------
+
+FOREIGN_TARGETS = ["/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "//evil.example",
+                   "/\\evil.example", "\\\\evil.example", "https://evil.example/", "http:evil.example",
+                   " //evil.example", "/\x00/evil.example", "javascript:alert(1)"]
+
+
+def stays_here(answer, default):
+    location = answer.headers["Location"]
+    assert answer.status_code == 303, answer.status_code
+    assert location == default, location
+
+
+@pytest.mark.parametrize("target", FOREIGN_TARGETS)
+def test_the_language_switch_never_sends_anyone_to_another_site(client, target):
+    answer = client.post("/language", data={"csrf_token": csrf_for(client), "locale": "fr",
+                                            "next": target})
+    stays_here(answer, "/portal/")
+
+
+@pytest.mark.parametrize("target", FOREIGN_TARGETS)
+def test_the_dashboard_never_sends_anyone_to_another_site(client, business, target):
+    auth.create_merchant_user(business, "owner@acme.test", "correct horse battery")
+    answer = client.post("/dashboard/login", query_string={"next": target},
+                         data={"csrf_token": csrf_for(client), "email": "owner@acme.test",
+                               "password": "correct horse battery"})
+    stays_here(answer, "/dashboard/customers")
+    token = csrf_token(client.get("/dashboard/customers").text)
+    answer = client.post("/dashboard/mode", data={"csrf_token": token, "mode": "live", "next": target})
+    stays_here(answer, "/dashboard/customers")
+
+
+@pytest.mark.parametrize("target", FOREIGN_TARGETS)
+def test_a_sign_in_link_never_leads_to_another_site(client, customer, target):
+    stays_here(use_link(client, auth.sign_in_link(customer, next=target)), "/portal/")
+
+
+def test_local_targets_are_kept(client, customer):
+    answer = client.post("/language", data={"csrf_token": csrf_for(client), "locale": "fr",
+                                            "next": "/test/login/bus_1?x=1"})
+    assert answer.headers["Location"] == "/test/login/bus_1?x=1"
+    answer = use_link(client, auth.sign_in_link(customer, next="/portal/profile"))
+    assert answer.headers["Location"] == "/portal/profile"
+
+
+# --- Request size ----------------------------------------------------------------------------
+
+
+class Counted:
+    """A request body of ``size`` bytes that counts how much of it was read."""
+
+    def __init__(self, size, chunk=b"x" * 65536):
+        self.left, self.read_bytes, self.chunk = size, 0, chunk
+
+    def read(self, size=-1):
+        size = len(self.chunk) if size is None or size < 0 else min(size, len(self.chunk))
+        size = min(size, self.left)
+        self.left -= size
+        self.read_bytes += size
+        return self.chunk[:size]
+
+    def readline(self, size=-1):
+        return self.read(size)
+
+
+def send(app, path, body, headers, chunked):
+    """Send ``body`` to ``path`` as a WSGI server does: with its length, or chunked (no
+    length; the server says the stream ends by itself)."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path=path, method="POST", headers=headers).get_environ()
+    environ["wsgi.input"] = body
+    if chunked:
+        environ.pop("CONTENT_LENGTH", None)
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        environ["wsgi.input_terminated"] = True
+    else:
+        environ["CONTENT_LENGTH"] = str(body.left)
+    iterable, status, response_headers = run_wsgi_app(app, environ, buffered=True)
+    return int(status.split()[0]), b"".join(iterable).decode()
+
+
+BIG = 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_large_api_body_is_refused_before_it_is_read(app, business, chunked):
+    _, key = auth.create_api_key(business, "test")
+    body = Counted(BIG, chunk=b" " * 65536)
+    status, text = send(app, "/api/customers", body, {"Authorization": f"Bearer {key}",
+                                                      "Content-Type": "application/json"}, chunked)
+    assert status == 413 and '"INVALID_REQUEST_BODY"' in text
+    assert body.read_bytes <= 512 * 1024
+    assert Customer.select().count() == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_large_form_is_refused_before_it_is_read(app, chunked):
+    body = Counted(BIG)
+    status, text = send(app, "/language", body,
+                        {"Content-Type": "multipart/form-data; boundary=x"}, chunked)
+    assert status == 413 and "What was sent is too large." in text
+    assert body.read_bytes <= 512 * 1024
+
+
+# --- Shared networks -------------------------------------------------------------------------
+
+
+def test_invalid_links_from_one_network_never_lock_out_valid_ones(client, business, customer):
+    """People behind one office NAT: one person's old links must not lock out the others."""
+    for n in range(31):
+        client.get(f"/session/guess{n:040d}")
+    assert client.get("/session/guess-again").status_code == 429
+    colleague = Customer.create(business=business, mode="test", email="bob@example.com", name="Bob")
+    link = auth.sign_in_link(colleague)
+    assert client.get(urlsplit(link).path).status_code == 200
+    assert use_link(client, link).status_code == 303
+    assert "Hello Bob" in client.get("/portal/").text
+
+
+def test_development_server_access_log_never_shows_a_card_form_state(live_server, app, customer,
+                                                                     caplog):
+    from core.plugins import registry
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    url = registry(app).provider("sandbox").setup_url(customer=customer,
+                                                      return_url="http://portal.test/back")
+    state = re.search(r"state=([^&]+)", url)[1]
+    httpx.get(live_server.url + urlsplit(url).path + "?" + urlsplit(url).query)
+    assert "state=[redacted]" in caplog.text
+    assert state not in caplog.text
+
+
+# --- Dead ends -----------------------------------------------------------------------------
+
+
+def forget_cookies(client):
+    """What a browser does with the sign-out's ``Clear-Site-Data: "cookies"``."""
+    client._cookies.clear()
+
+
+@pytest.mark.parametrize("everywhere", [False, True])
+def test_a_french_customer_signing_out_lands_on_their_business_page_in_french(client, business,
+                                                                              customer, everywhere):
+    Customer.update(preferred_locale="fr").where(Customer.id == customer.id).execute()
+    sign_in(client, customer)
+    answer = client.post("/logout/everywhere" if everywhere else "/logout",
+                         data={"csrf_token": csrf_for(client)})
+    assert answer.status_code == 303 and answer.headers["Clear-Site-Data"]
+    forget_cookies(client)
+    page = client.get(answer.headers["Location"])
+    assert "Vous êtes déconnecté" in page.text and "Acme Software" in page.text
+    assert f'href="/test/login/{business.id}"' in page.text
+    if everywhere:
+        assert "Toutes les sessions de votre compte Acme Software" in page.text
+
+    back = client.get("/portal/")  # later, a bookmark
+    assert back.status_code == 302 and back.headers["Location"] == f"/test/login/{business.id}"
+    assert "Connexion à Acme Software" in client.get(back.headers["Location"]).text
+
+
+def test_a_session_that_ended_leads_to_the_business_sign_in_page_in_the_customers_language(
+        client, business, customer):
+    Customer.update(preferred_locale="fr").where(Customer.id == customer.id).execute()
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        sign_in(client, customer)
+        clock.shift(timedelta(minutes=31))
+        back = client.get("/portal/")
+    assert back.headers["Location"] == f"/test/login/{business.id}"
+    assert "Connexion à Acme Software" in client.get(back.headers["Location"]).text
+
+
+def test_reloading_the_check_your_inbox_page_sends_nothing_more(client, business, customer, heard):
+    page = client.get(static_path(business))
+    answer = client.post(static_path(business), data={"csrf_token": csrf_token(page.text),
+                                                      "email": "ann@example.com"})
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == f"/test/login/{business.id}/sent"
+    for _ in range(3):
+        sent = client.get(answer.headers["Location"])
+        assert "If <strong>ann@example.com</strong> has purchases at Acme Software" in sent.text
+    assert len(heard.links()) == 1
+    assert client.application.test_client().get(answer.headers["Location"]).status_code == 303

@@ -198,6 +198,22 @@ def test_a_downgrade_waits_for_the_next_billing_date(api, customer, product, big
     assert change["effective_at"] == sub["next_billing_date"] and change["id"].startswith("spc_")
 
 
+@pytest.mark.parametrize("operation", ["change-plan", "change-plan/preview"])
+def test_a_change_to_the_same_product_and_quantity_is_refused(api, customer, product, heard,
+                                                              operation):
+    sub_id = subscribe(api, customer, product).json["subscription_id"]
+    heard.notifications.clear()
+    answer = api.post(f"/subscriptions/{sub_id}/{operation}", {
+        "product_id": product.id, "quantity": 1, "proration_billing_mode": "prorated_immediately"})
+    assert answer.status_code == 409 and answer.json["code"] == "PLAN_UNCHANGED"
+    assert answer.headers["x-should-retry"] == "false"
+    assert api.get(f"/subscriptions/{sub_id}").json["scheduled_change"] is None
+    assert heard.notifications == []
+    more = api.post(f"/subscriptions/{sub_id}/{operation}", {
+        "product_id": product.id, "quantity": 2, "proration_billing_mode": "prorated_immediately"})
+    assert more.status_code == 200  # another quantity of the same product is a change
+
+
 def test_a_scheduled_downgrade_can_be_dropped(api, customer, product, bigger):
     sub_id = subscribe(api, customer, bigger).json["subscription_id"]
     api.post(f"/subscriptions/{sub_id}/change-plan", {

@@ -105,3 +105,19 @@ def test_an_unexpected_failure_answers_a_bare_500(make_app, business, monkeypatc
 @pytest.mark.parametrize("path", ["/api/openapi.json", "/api/customers"])
 def test_api_answers_are_never_cached(client, api, path):
     assert api.get(path.removeprefix("/api")).headers["Cache-Control"] == "no-store"
+
+
+def test_guessing_api_keys_is_limited_per_address(client, business, customer):
+    """Every guess is a different key, so the limit per key never applies: the failures from
+    one address count together."""
+    import secrets
+
+    statuses = [client.get("/api/customers", headers={
+        "Authorization": f"Bearer pk_test_{secrets.token_urlsafe(32)}"}).status_code
+        for _ in range(150)]
+    assert statuses[:20] == [401] * 20 and statuses[20:] == [429] * 130
+    answer = client.get("/api/customers", headers={"Authorization": "Bearer pk_test_guess"})
+    assert answer.json["code"] == "TOO_MANY_REQUESTS" and int(answer.headers["Retry-After"]) > 0
+    _, key = auth.create_api_key(business, "test")
+    valid = client.get("/api/customers", headers={"Authorization": f"Bearer {key}"})
+    assert valid.status_code == 200  # a valid key from the same address still works

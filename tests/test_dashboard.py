@@ -199,7 +199,9 @@ def test_share_invite_shows_the_static_link_of_the_mode(merchant, business, cust
 def test_generated_dynamic_link_is_shown_once_and_signs_the_customer_in(merchant, customer):
     answer = post(merchant, f"/dashboard/customers/{customer.id}/invite-link",
                   page=f"/dashboard/customers/{customer.id}")
-    assert answer.status_code == 200 and "shown only this once" in answer.text
+    assert answer.status_code == 303
+    answer = merchant.get(answer.headers["Location"])
+    assert "shown only this once" in answer.text
     link = re.search(r'id="dynamic-link" type="text" readonly value="([^"]+)"', answer.text)[1]
     assert link.startswith("http://portal.test/session/")
     assert link not in merchant.get(f"/dashboard/customers/{customer.id}").text
@@ -224,11 +226,54 @@ def test_send_by_email_sends_the_customer_a_sign_in_link(merchant, customer, own
     assert len(heard.links()) == 1
 
 
+def test_emails_to_one_customer_are_limited_with_a_clear_message(make_app, heard, business, owner,
+                                                                 customer):
+    app = make_app({"SIGN_IN_LIMIT_PER_EMAIL": "100 per minute"}, plugins=[heard])
+    with app.app_context():
+        browser = app.test_client()
+        sign_in(browser, "owner@acme.test", PASSWORD)
+        answers = [post(browser, f"/dashboard/customers/{customer.id}/invite-email",
+                        page=f"/dashboard/customers/{customer.id}") for _ in range(5)]
+    assert [a.status_code for a in answers] == [303] * 3 + [429] * 2
+    assert "Too many e-mails were asked for. Please wait a while, then try again." in answers[-1].text
+    assert len(heard.links()) == 3
+
+
+def test_reloading_after_generating_a_link_neither_makes_another_nor_ends_the_copied_one(
+        merchant, customer):
+    page = f"/dashboard/customers/{customer.id}"
+    answer = post(merchant, f"/dashboard/customers/{customer.id}/invite-link", page=page)
+    assert answer.status_code == 303 and answer.headers["Location"] == page
+    shown = merchant.get(page).text
+    link = re.search(r'id="dynamic-link" type="text" readonly value="([^"]+)"', shown)[1]
+    reloaded = merchant.get(page).text  # the reload is a GET: nothing runs again
+    assert "dynamic-link" not in reloaded.replace('data-copy="dynamic-link"', "")
+    browser = merchant.application.test_client()
+    path = urlsplit(link).path
+    answer = browser.post(path, data={"csrf_token": csrf_token(browser.get(path).text)})
+    assert answer.status_code == 303
+
+
+@pytest.mark.parametrize("form, path, fields", [
+    ("api-keys", "/dashboard/api-keys", {"name": "Server"}),
+    ("webhooks", "/dashboard/webhooks", {"url": "https://hooks.acme.example/portico"}),
+    ("branding", "/dashboard/branding", {"name": "Acme", "brand_color": "#4f46e5"}),
+    ("mode", "/dashboard/mode", {"mode": "live"}),
+])
+def test_every_dashboard_form_that_changes_something_answers_with_a_redirect(merchant, dns, form,
+                                                                            path, fields):
+    dns["hooks.acme.example"] = "93.184.216.34"
+    page = "/dashboard/customers" if form == "mode" else path
+    assert post(merchant, path, page=page, **fields).status_code == 303
+
+
 # --- API keys -------------------------------------------------------------------------------
 
 
 def test_new_api_key_is_shown_once_and_only_its_hash_is_kept(merchant, business, customer):
     answer = post(merchant, "/dashboard/api-keys", name="Production server")
+    assert answer.status_code == 303
+    answer = merchant.get(answer.headers["Location"])
     key = re.search(r'id="new-key" type="text" readonly value="([^"]+)"', answer.text)[1]
     assert key.startswith("pk_test_")
     [row] = ApiKey.select()
@@ -377,6 +422,8 @@ def test_logo_must_be_a_small_image(merchant, business, upload, message):
     ({"default_return_url": "javascript:alert(1)"}, "starting with https://"),
     ({"support_email": "not-an-address"}, "Enter a valid e-mail address."),
     ({"name": ""}, "Enter your business&#39;s name."),
+    ({"name": "Acme\r\nBcc: victim@example.com"}, "Use one line of text"),
+    ({"name": "Acme\x00"}, "Use one line of text"),
 ])
 def test_branding_refuses_bad_values_with_a_field_message(merchant, business, fields, message):
     answer = branding(merchant, **fields)

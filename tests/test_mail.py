@@ -2,16 +2,18 @@
 
 import base64
 import logging
+import re
 import smtplib
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from conftest import free_port
 
 from core.events import dispatch
 from core.hookspecs import Notification
-from core.models import Event, Invoice, Payment, new_id, utcnow
+from core.models import Business, Customer, Event, Invoice, Payment, new_id, utcnow
 from core.plugins import registry
 from plugins.mail import outbox_messages
 
@@ -197,3 +199,50 @@ def test_the_old_address_hears_of_an_email_change_without_any_link(smtp_app, inb
     assert message["To"].addresses[0].addr_spec == "old@example.com"
     assert "now uses another e-mail address" in message["Subject"]
     assert "http" not in message.get_body(("plain",)).get_content()
+
+
+# --- Nothing typed by a customer, a merchant or a provider is live HTML ------------------------
+
+HOSTILE = '<a href="https://evil.example/refund">Claim your refund</a>'
+HOSTILE_ADDRESS = "o'brien&co@example.com"  # a valid address, with characters HTML escapes
+EMAIL_TYPES = sorted(path.stem.replace("_", ".", 1) for path in
+                     (Path(__file__).resolve().parent.parent / "templates" / "email").glob("*.html")
+                     if not path.stem.startswith("_") and path.stem != "layout")
+
+
+def test_every_email_template_is_checked_for_hostile_values():
+    assert EMAIL_TYPES == ["customer.email_change", "customer.email_changed",
+                           "customer.sign_in_link", "payment.failed", "payment.succeeded",
+                           "subscription.active", "subscription.cancelled"]
+
+
+@pytest.mark.parametrize("type_", EMAIL_TYPES)
+@pytest.mark.parametrize("cancelling", [False, True])
+def test_every_html_email_escapes_hostile_values_in_every_field(app, business, customer, type_,
+                                                                 cancelling):
+    Business.update(name=HOSTILE, support_email=HOSTILE_ADDRESS).where(
+        Business.id == business.id).execute()
+    Customer.update(name=HOSTILE).where(Customer.id == customer.id).execute()
+    data = {**SUBSCRIPTION, **payment(1500, "EUR"), "product_name": HOSTILE,
+            "error_message": HOSTILE, "payment_id": HOSTILE, "subscription_id": HOSTILE,
+            "status": "active" if cancelling else "cancelled", "cancel_at_next_billing_date": cancelling,
+            "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"]}
+    if type_.startswith("customer.email_change"):
+        data["email"] = HOSTILE_ADDRESS
+    notify(app, notification(business, customer, type=type_, data=data,
+                             link=f"http://portal.test/session/x?{HOSTILE}"))
+
+    [message] = outbox_messages(app)
+    html = message.get_body(("html",)).get_content()
+    assert "<a href=\"https://evil.example" not in html and "Claim your refund</a>" not in html
+    assert "&lt;a href=&#34;https://evil.example/refund&#34;&gt;Claim your refund&lt;/a&gt;" in html
+    assert "o'brien&co" not in html
+    text = message.get_body(("plain",)).get_content()
+    assert "&lt;" not in text and "&#34;" not in text  # the plain text stays plain
+
+
+def test_html_emails_take_their_macros_from_html_templates():
+    """A macro imported from a .txt template prints unescaped text into an .html e-mail."""
+    folder = Path(__file__).resolve().parent.parent / "templates"
+    for path in folder.rglob("*.html"):
+        assert not re.search(r'(import|include|extends)\s*"[^"]+\.txt"', path.read_text()), path

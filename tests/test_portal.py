@@ -204,6 +204,42 @@ def test_cancel_without_choosing_when_is_refused_with_a_message(ann, customer, p
     assert sub.refresh().status == "active" and not sub.refresh().cancel_at_next_billing_date
 
 
+def form_classes_state():
+    """Every validator of every form class, with its attributes: what no request may change."""
+    from flask_wtf import FlaskForm
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    return {(form.__module__, form.__name__, name): repr([vars(v) for v in
+                                                         field.kwargs.get("validators") or ()])
+            for form in subclasses(FlaskForm) for name, field in vars(form).items()
+            if hasattr(field, "kwargs")}
+
+
+def test_one_customers_cancel_form_never_changes_anothers(app, business, customer, product, on_hold,
+                                                         subscribe):
+    """Customer X's on-hold subscription can only be cancelled now; customer Y's active one may
+    still end at its period end, whatever X's form did just before."""
+    before = form_classes_state()
+    held = on_hold()
+    x = app.test_client()
+    sign_in(x, customer)
+    assert "At the end of the current period" not in text(x.get(f"/portal/subscriptions/{held.id}/cancel"))
+    refused = post(x, f"/portal/subscriptions/{held.id}/cancel", {"when": "period_end"})
+    assert refused.status_code == 400 and "Choose when to cancel." in refused.text
+
+    bob = Customer.create(business=business, mode="test", email="bob@example.com", name="Bob")
+    sub, _ = subscribe(bob, product)
+    y = app.test_client()
+    sign_in(y, bob)
+    assert post(y, f"/portal/subscriptions/{sub.id}/cancel", {"when": "period_end"}).status_code == 303
+    assert sub.refresh().cancel_at_next_billing_date and sub.status == "active"
+    assert form_classes_state() == before
+
+
 def test_only_recurring_plans_of_the_same_business_mode_and_currency_are_offered(
         ann, customer, business, product, team, subscribe):
     sub, _ = subscribe(customer, product)
@@ -451,6 +487,62 @@ def test_a_new_email_address_is_confirmed_by_link_before_it_changes(ann, custome
     [note] = heard.of_type("customer.email_change")
     assert note.data["email"] == "ann.new@example.com"
     assert customer.refresh().email == "ann@example.com"
+
+
+def test_a_name_with_markup_reaches_the_email_as_words_not_a_link(ann, customer):
+    name = '<a href="https://evil.example/refund">Claim your refund</a>'
+    post(ann, "/portal/profile", {"name": name, "phone": "", "locale": "en"})
+    assert customer.refresh().name == name
+    post(ann, "/portal/profile/email", {"email": "ann.new@example.com"}, page="/portal/profile")
+    [message] = outbox_messages(ann.application)
+    html = message.get_body(("html",)).get_content()
+    assert 'href="https://evil.example' not in html
+    assert "Hello &lt;a href=&#34;https://evil.example/refund&#34;&gt;Claim your refund&lt;/a&gt;," in html
+
+
+@pytest.mark.parametrize("name", ["Ann\r\nBcc: victim@example.com", "Ann\nExample", "Ann\tExample",
+                                  "Ann\x00", "Ann\x85"])
+def test_a_name_must_be_one_line_of_text(ann, customer, name):
+    answer = post(ann, "/portal/profile", {"name": name, "phone": "", "locale": "en"})
+    assert answer.status_code == 400
+    assert "Use one line of text, without line breaks or control characters." in text(answer)
+    assert customer.refresh().name == "Ann Example"
+    post(ann, "/portal/profile/email", {"email": "ann.new@example.com"}, page="/portal/profile")
+    assert len(outbox_messages(ann.application)) == 1  # later e-mails can still be written
+
+
+def test_email_changes_are_limited_per_customer_with_a_clear_message(ann, customer, heard):
+    answers = [post(ann, "/portal/profile/email", {"email": f"ann.{n}@example.com"},
+                    page="/portal/profile") for n in range(12)]
+    assert [a.status_code for a in answers] == [303] * 3 + [429] * 9
+    assert "Too many e-mails were asked for. Please wait a while, then try again." in text(answers[-1])
+    assert answers[-1].headers["Retry-After"]
+    assert len(heard.of_type("customer.email_change")) == 3
+
+
+def test_email_changes_are_limited_per_ip_across_customers(make_app, heard, business):
+    app = make_app({"EMAIL_LIMIT_PER_IP": "4 per hour"}, plugins=[heard])
+    with app.app_context():
+        statuses = []
+        for n in range(3):
+            person = Customer.create(business=business, mode="test", email=f"c{n}@example.com")
+            browser = app.test_client()
+            sign_in(browser, person)
+            statuses += [post(browser, "/portal/profile/email", {"email": f"new{n}.{i}@example.com"},
+                              page="/portal/profile").status_code for i in range(2)]
+    assert statuses == [303] * 4 + [429] * 2
+    assert len(heard.of_type("customer.email_change")) == 4
+
+
+def test_send_me_a_sign_in_link_is_limited_per_customer(make_app, heard, customer):
+    app = make_app({"SIGN_IN_LIMIT_PER_EMAIL": "100 per minute"}, plugins=[heard])
+    with app.app_context():
+        browser = app.test_client()
+        sign_in(browser, customer)
+        statuses = [post(browser, "/portal/profile/sign-in-again", page="/portal/profile").status_code
+                    for _ in range(5)]
+    assert statuses == [303] * 3 + [429] * 2
+    assert len(heard.links()) == 3
 
 
 def test_an_old_session_signs_in_again_before_changing_the_email(client, customer, heard):

@@ -78,6 +78,7 @@ def test_a_customer_manages_everything_in_the_portal(served, page, business, cus
     shot = lambda name: page.screenshot_as(f"portal-{name}-{lang}")  # noqa: E731
 
     page.goto(auth.sign_in_link(customer))
+    page.locator("form[data-continue] button").click()
     page.wait_for_url(f"{served}/portal/")
     expect(page.get_by_role("heading", name=words["hello"])).to_be_visible()
     expect(page.get_by_role("heading", name=words["on_hold"])).to_be_visible()
@@ -151,6 +152,7 @@ def test_the_language_switch_turns_the_sign_in_page_and_portal_french(served, pa
     expect(page.get_by_role("heading", name="Connexion à Acme Software")).to_be_visible()
     page.screenshot_as("sign-in-fr")
     page.goto(auth.sign_in_link(customer))
+    page.locator("form[data-continue] button").click()
     page.wait_for_url(f"{served}/portal/")
     expect(page.get_by_role("heading", name="Bonjour Ann Example")).to_be_visible()
     page.get_by_role("button", name="English").click()
@@ -208,6 +210,7 @@ def test_an_on_hold_subscription_is_reactivated_through_a_real_worker(worker_app
     with worker_app.app_context():
         link = auth.sign_in_link(customer, next=f"/portal/subscriptions/{sub.id}/payment-method")
     page.goto(link)
+    page.locator("form[data-continue] button").click()
     page.wait_for_url(f"{served}/portal/subscriptions/{sub.id}/payment-method")
 
     page.locator(f"input[value={declined.id}]").check()

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from core.api import enums
+from core.text import SINGLE_LINE
 
 # --- Building blocks -----------------------------------------------------------------------------
 
@@ -40,7 +41,6 @@ LicenseKeySource = Literal[enums.LICENSE_KEY_SOURCES]
 CancellationFeedback = Literal[enums.CANCELLATION_FEEDBACK]
 EventType = Literal[enums.WEBHOOK_EVENT_TYPES]
 
-SINGLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"  # no control characters
 VISIBLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"  # and not blank
 NO_NUL = r"^[^\x00]*$"
 E164 = r"^\+[1-9][0-9]{6,14}$"

@@ -154,9 +154,19 @@ def change_plan(subscription_id: str, body: schemas.ChangePlan):
     """Move to another recurring product or quantity. An upgrade is charged now, prorated to
     the day, and applies once paid (``payment_id``); a downgrade applies at the next billing
     date."""
+    sub, product = _plan_change(subscription_id, body)
+    return _payment_answer(billing.change_plan(sub, product, body.quantity))
+
+
+def _plan_change(subscription_id: str, body: schemas.ChangePlan):
+    """The subscription and the product it would move to; 409 ``PLAN_UNCHANGED`` when that is
+    the product and quantity it already has (the portal offers only other plans)."""
     sub = scoped(Subscription, subscription_id, "subscription")
     product = scoped(Product, body.product_id, "product")
-    return _payment_answer(billing.change_plan(sub, product, body.quantity))
+    if product.id == sub.product_id and body.quantity == sub.quantity:
+        raise ApiError(409, "PLAN_UNCHANGED",
+                       "The subscription already has this product and quantity.")
+    return sub, product
 
 
 @route("DELETE", "/subscriptions/{subscription_id}/change-plan/scheduled", tag=TAG, errors=(409,))
@@ -170,8 +180,7 @@ def cancel_change_plan(subscription_id: str):
 def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
     """What a plan change would charge now and the subscription it would leave, changing
     nothing."""
-    sub = scoped(Subscription, subscription_id, "subscription")
-    product = scoped(Product, body.product_id, "product")
+    sub, product = _plan_change(subscription_id, body)
     preview = billing.preview_plan_change(sub, product, body.quantity)
     lines = []
     if preview.amount_due:

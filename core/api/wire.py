@@ -101,10 +101,16 @@ def bearer_token() -> str | None:
 
 def authenticate():
     """Authenticate the call by its bearer API key only (never a cookie, never the query
-    string); ``g.business_id`` and ``g.mode`` then scope everything the view touches."""
+    string); ``g.business_id`` and ``g.mode`` then scope everything the view touches. Calls
+    with an unknown key are limited per IP (``API_KEY_FAILURE_LIMIT_PER_IP``, then 429)."""
     raw = bearer_token()
     key = auth.find_api_key(raw) if raw else None
     if key is None:
+        wait = auth.failure_limited("api-key-failure", auth.client_ip(),
+                                    current_app.config["API_KEY_FAILURE_LIMIT_PER_IP"])
+        if wait:
+            raise ApiError(429, "TOO_MANY_REQUESTS", "Too many calls with an invalid API key came "
+                           f"from your address: retry in {wait} second(s).")
         raise ApiError(401, "UNAUTHORIZED", "Send a valid API key as 'Authorization: Bearer <key>'.")
     if key.last_used_at is None or key.last_used_at < utcnow() - timedelta(minutes=1):
         ApiKey.update(last_used_at=utcnow()).where(ApiKey.id == key.id).execute()

@@ -1,13 +1,14 @@
-// Portico's one script (the CSP allows no inline script): sign-in links that continue by
-// themselves, copy buttons, and payment progress pages that move on when the charge ends.
+// Portico's one script (the CSP allows no inline script): the sign-in links' "Continue" button,
+// copy buttons, and payment progress pages that move on when the charge ends.
 // Every page works without it.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
-  // A sign-in link's page continues with a POST; mail scanners, which run no script, stop here.
-  for (const form of document.querySelectorAll("form[data-autosubmit]")) {
-    form.classList.add("submitting");
-    form.submit();
+  // A sign-in link's page continues with a POST only when the person presses "Continue": mail
+  // scanners open links, and some run their scripts, but none presses a button. So this script
+  // never submits the form itself; it only says that it is on its way.
+  for (const form of document.querySelectorAll("form[data-continue]")) {
+    form.addEventListener("submit", () => form.classList.add("submitting"));
   }
 
   // "Copy" buttons copy the value of the field they name; their words come from the page.
