@@ -20,7 +20,7 @@ from datetime import timedelta
 from functools import cache, wraps
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, g, has_request_context, redirect, request, session, url_for
+from flask import abort, current_app, g, has_request_context, redirect, request, session, url_for
 from flask_babel import gettext
 from flask_limiter import Limiter
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
@@ -331,14 +331,16 @@ def request_email_change(record: PortalSession, new_email: str, ip=None):
     inbox" whatever happens next, so an address taken by another customer is never revealed.
 
     Raises ``ReauthenticationRequired`` for a session that is not fresh, ``ValueError`` for
-    an address that cannot be one.
+    an address that cannot be one; answers 429 over the e-mail limits (``limit_emails``).
     """
     from core.jobs import enqueue
 
     fresh_since = utcnow() - timedelta(seconds=current_app.config["EMAIL_CHANGE_FRESHNESS"])
     if record.created_at < fresh_since:
         raise ReauthenticationRequired
-    enqueue(send_email_change_link, record.customer_id, normalize_email(new_email), ip)
+    new_email = normalize_email(new_email)
+    limit_emails(record.customer_id, ip)
+    enqueue(send_email_change_link, record.customer_id, new_email, ip)
 
 
 def send_email_change_link(customer_id: str, new_email: str, ip=None):
@@ -597,33 +599,34 @@ def client_ip() -> str:
 limiter = Limiter(key_func=client_ip)
 
 
-def _sent_an_email(response) -> bool:
-    return response.status_code == 303  # a view that sent (or queued) its e-mail moves on
+def limit_emails(customer_id: str, ip: str | None):
+    """Count one e-mail asked for to customer ``customer_id`` (an e-mail change, a new sign-in
+    link, an invite) against ``EMAIL_LIMIT_PER_CUSTOMER`` and, from ``ip``, against
+    ``EMAIL_LIMIT_PER_IP``; over either, nothing is counted and a 429 page says to wait.
+
+    Call it just before queueing the e-mail. ``ip`` is ``None`` for the API, whose caller is
+    the merchant's server: its key has its own rate limit.
+    """
+    config = current_app.config
+    counters = [(item, "email-per-customer", customer_id)
+                for item in parse_many(config["EMAIL_LIMIT_PER_CUSTOMER"])]
+    if ip is not None:
+        counters += [(item, "email-per-ip", ip) for item in parse_many(config["EMAIL_LIMIT_PER_IP"])]
+    strategy = limiter.limiter
+    over = [counter for counter in counters if not strategy.test(*counter)]
+    if over:
+        _wait_until_reset(over)
+        abort(429, gettext("Too many e-mails were asked for. Please wait a while, then try again."))
+    for counter in counters:
+        strategy.hit(*counter)
 
 
-def _email_recipient() -> str:
-    """Whose e-mails a view sends: the signed-in customer's, or the customer the dashboard
-    view names."""
-    if current_user.is_customer:
-        return current_user.customer.id
-    return (request.view_args or {}).get("customer_id") or client_ip()
-
-
-def sends_email(view):
-    """Limit a view that e-mails a customer (e-mail change, a new sign-in link, the
-    dashboard's invite): ``EMAIL_LIMIT_PER_CUSTOMER`` per customer and ``EMAIL_LIMIT_PER_IP``
-    per address, counting the requests that sent one; beyond, a 429 page says to wait. Put it
-    under the route decorator."""
-    message = lambda: gettext("Too many e-mails were asked for. Please wait a while, then "  # noqa: E731
-                              "try again.")
-    per_ip = limiter.shared_limit(lambda: current_app.config["EMAIL_LIMIT_PER_IP"],
-                                  scope="email-per-ip", methods=["POST"],
-                                  deduct_when=_sent_an_email, error_message=message)
-    per_customer = limiter.shared_limit(lambda: current_app.config["EMAIL_LIMIT_PER_CUSTOMER"],
-                                        scope="email-per-customer", methods=["POST"],
-                                        key_func=_email_recipient, deduct_when=_sent_an_email,
-                                        error_message=message)
-    return per_ip(per_customer(view))
+def _wait_until_reset(counters) -> int:
+    """Note (for ``Retry-After``) and return the seconds until every counter is under its limit."""
+    strategy = limiter.limiter
+    reset = max(strategy.get_window_stats(*counter).reset_time for counter in counters)
+    g.retry_after = max(1, int(reset - time.time()))
+    return g.retry_after
 
 
 def retry_after() -> int | None:
@@ -643,13 +646,9 @@ def failure_limited(scope: str, key: str, limits: str) -> int | None:
     behind one NAT) are never locked out of their own valid links or keys by someone else's
     bad ones, while guessing stops at the limit.
     """
-    strategy = limiter.limiter
-    over = [item for item in parse_many(limits) if not strategy.hit(item, scope, key)]
-    if not over:
-        return None
-    reset = max(strategy.get_window_stats(item, scope, key).reset_time for item in over)
-    g.retry_after = max(1, int(reset - time.time()))
-    return g.retry_after
+    over = [(item, scope, key) for item in parse_many(limits)
+            if not limiter.limiter.hit(item, scope, key)]
+    return _wait_until_reset(over) if over else None
 
 
 # --- Audit log --------------------------------------------------------------------------------------

@@ -216,11 +216,12 @@ def invite_link(customer_id):
 
 
 @bp.post("/customers/<customer_id>/invite-email")
-@auth.sends_email
 @merchant_required
 def invite_email(customer_id):
-    """E-mail the customer a dynamic sign-in link (at most ``SIGN_IN_LIMIT_PER_EMAIL``)."""
+    """E-mail the customer a dynamic sign-in link (within ``auth.limit_emails``, and at most
+    ``SIGN_IN_LIMIT_PER_EMAIL``)."""
     found = _get(Customer, customer_id)
+    auth.limit_emails(found.id, client_ip())
     if auth.allow_sign_in_email(found.email):
         enqueue(auth.send_sign_in_link, found.id, None, current_user.user.id)
         flash(f"A sign-in link is on its way to {found.email}.")

@@ -570,7 +570,6 @@ def profile(customer):
 
 
 @bp.post("/profile/email")
-@auth.sends_email
 @portal_page
 def change_email(customer):
     """Ask for a new address: a confirmation link goes there; nothing changes until it is used."""
@@ -590,11 +589,11 @@ def change_email(customer):
 
 
 @bp.post("/profile/sign-in-again")
-@auth.sends_email
 @portal_page
 def sign_in_again(customer):
     """E-mail a fresh sign-in link to the current address, leading back to the profile (an
     e-mail change needs a recent sign-in)."""
+    auth.limit_emails(customer.id, client_ip())
     if auth.allow_sign_in_email(customer.email):
         enqueue(auth.send_sign_in_link, customer.id, current_user.session.return_url, "portal",
                 url_for(".profile"))

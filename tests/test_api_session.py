@@ -133,6 +133,14 @@ def test_send_email_also_emails_the_customer_a_sign_in_link(client, api_key, cus
     assert open_link(client.application.test_client(), answer.json["link"]).status_code == 303
 
 
+def test_send_email_is_limited_per_customer(client, api_key, customer, heard):
+    statuses = [create_session(client, api_key, customer.id, "?send_email=true").status_code
+                for _ in range(4)]
+    assert statuses == [200] * 3 + [429]
+    assert len(heard.of_type("customer.sign_in_link")) == 3
+    assert create_session(client, api_key, customer.id).status_code == 200  # a link, no e-mail
+
+
 def test_without_send_email_nothing_is_emailed(client, api_key, customer, heard):
     create_session(client, api_key, customer.id, "?send_email=false")
     create_session(client, api_key, customer.id)

@@ -119,12 +119,15 @@ def delete_payment_method(customer_id: str, payment_method_id: str):
 def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery):
     """Create a portal session link for a customer: ``{"link": ...}``. The link signs the
     customer in once, if visited within ``API_SESSION_LINK_TTL``; ``return_url`` becomes the
-    portal's "Return to {business}" link; ``send_email=true`` also e-mails them a sign-in link."""
+    portal's "Return to {business}" link; ``send_email=true`` also e-mails them a sign-in link
+    (429 over ``EMAIL_LIMIT_PER_CUSTOMER``)."""
     customer = scoped(Customer, customer_id, "customer")
     return_url = query.return_url or None
     if return_url and g.mode == "live" and not return_url.startswith("https://"):
         raise ApiError(400, "INVALID_QUERY_PARAMS",
                        "return_url must be an absolute https:// URL of at most 2000 characters.")
+    if query.send_email:
+        auth.limit_emails(customer.id, None)
     link = auth.sign_in_link(customer, "api_session", return_url=return_url)
     auth.audit("sign_in_link.issued", customer=customer, via="api", key=g.api_key.prefix)
     if query.send_email:
