@@ -81,7 +81,8 @@ def fuzzed_app(make_app, monkeypatch):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_IP, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    app = make_app({"API_RATE_LIMIT": "100000 per second", "API_KEY_FAILURE_LIMIT_PER_IP": "100000 per second",
+    app = make_app({"API_RATE_LIMIT": "100000 per second",
+                    "API_KEY_FAILURE_LIMIT_PER_IP": "100000 per second",
                     "DISABLED_PLUGINS": ["webhooks", "mail"]})
     with app.app_context():
         yield app

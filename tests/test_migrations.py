@@ -53,3 +53,18 @@ def test_migrate_applies_nothing_the_second_time(app, fresh_database_url):
     assert "core:0001_initial" in migrate(app)
     assert migrate(app) == []
     db.close()
+
+
+def test_names_saved_on_several_lines_are_put_on_one(app, fresh_database_url):
+    from core.models import Business, Customer
+
+    init_db(fresh_database_url())
+    migrate(app)
+    business = Business.create(name="Acme\r\nSoftware")
+    Customer.create(business=business, mode="test", email="ann@example.com", name="Ann\nExample\t")
+    Customer.create(business=business, mode="test", email="bob@example.com", name="Bob  Smith")
+    db.execute_sql("DELETE FROM schema_migration WHERE name = '0013_one_line_names'")
+    assert migrate(app) == ["core:0013_one_line_names"]
+    assert Business.get().name == "Acme Software"
+    assert sorted(c.name for c in Customer.select()) == ["Ann Example", "Bob  Smith"]
+    db.close()
