@@ -155,14 +155,16 @@ def logout_everywhere():
 @bp.get("/signed-out")
 def signed_out():
     """Where a browser lands once signed out (``?business=&mode=&lang=&everywhere=1``, from
-    the sign-out), or without a session when nothing says which business it was for.
+    the sign-out), or without a session (the business it last signed in to, when it knows).
 
     With a business, the page wears its brand, speaks the customer's language and has a
     button to its sign-in page; and this browser remembers both (only they: the sign-out has
     emptied everything else), so that ``/portal/`` later leads to that sign-in page too.
     """
-    business = Business.get_or_none(Business.id == request.args.get("business", ""))
-    mode = "test" if request.args.get("mode") == "test" else "live"
+    business_id, mode = ((request.args.get("business"), request.args.get("mode"))
+                         if "business" in request.args else session.get("portal") or ("", None))
+    business = Business.get_or_none(Business.id == business_id)
+    mode = "test" if mode == "test" else "live"
     locale = supported(request.args.get("lang"))
     if locale and not session.get("locale"):  # a choice made on this page since wins
         session["locale"] = locale

@@ -122,3 +122,26 @@ def test_a_scanner_running_the_pages_scripts_uses_up_no_link_and_the_person_need
     assert PortalSession.select().count() == 1
     if purpose == "email_change":
         assert customer.refresh().email == "ann.new@example.com"
+
+
+def test_a_french_customer_who_signs_out_finds_the_way_back_in_french(served, page, business,
+                                                                      customer):
+    """After "Sign out" (which clears the site's cookies), the page and later ``/portal/`` are
+    the business's, in the customer's language, with its sign-in page one click away."""
+    from core.models import Customer
+
+    Customer.update(preferred_locale="fr").where(Customer.id == customer.id).execute()
+    page.goto(auth.sign_in_link(customer))
+    page.locator("form[data-continue] button").click()
+    expect(page.get_by_role("heading", name="Bonjour Ann Example")).to_be_visible()
+    page.locator("form.signout button").click()
+    expect(page.get_by_role("heading", name="Vous êtes déconnecté")).to_be_visible()
+    expect(page.locator(".brand")).to_have_text("Acme Software")
+    page.screenshot_as("signed-out-fr")
+
+    page.goto(f"{served}/portal/")
+    expect(page.get_by_role("heading", name="Connexion à Acme Software")).to_be_visible()
+    assert page.url == f"{served}/test/login/{business.id}"
+    page.goto(f"{served}/signed-out")  # the same page, reached again, keeps the way back
+    page.get_by_role("link", name="Se reconnecter").click()
+    expect(page.get_by_role("heading", name="Connexion à Acme Software")).to_be_visible()
