@@ -534,6 +534,17 @@ def test_email_changes_are_limited_per_ip_across_customers(make_app, heard, busi
     assert len(heard.of_type("customer.email_change")) == 4
 
 
+def test_the_new_refusals_speak_french_to_a_french_customer(ann, customer):
+    Customer.update(preferred_locale="fr").where(Customer.id == customer.id).execute()
+    answer = post(ann, "/portal/profile", {"name": "Ann\nExample", "phone": "", "locale": "fr"})
+    assert "Saisissez une seule ligne de texte, sans retour à la ligne" in text(answer)
+    for n in range(4):
+        answer = post(ann, "/portal/profile/email", {"email": f"ann.{n}@example.com"},
+                      page="/portal/profile")
+    assert answer.status_code == 429
+    assert "Trop d’e-mails ont été demandés. Veuillez patienter un moment" in text(answer)
+
+
 def test_send_me_a_sign_in_link_is_limited_per_customer(make_app, heard, customer):
     app = make_app({"SIGN_IN_LIMIT_PER_EMAIL": "100 per minute"}, plugins=[heard])
     with app.app_context():
