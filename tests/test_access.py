@@ -205,6 +205,41 @@ def test_sign_in_limits_hold_across_web_processes(make_app, heard, redis_url, bu
     assert other_worker.stdout.split() == ["False", "True"], other_worker.stderr
 
 
+OTHER_WORKER = """
+import sys
+from werkzeug.exceptions import TooManyRequests
+from core import auth, create_app
+
+create_app().test_request_context().push()
+try:
+    auth.limit_emails(sys.argv[1], "198.51.100.7")
+    print("sent")
+except TooManyRequests:
+    print("limited")
+print(auth.failure_limited("sign-in-token", "198.51.100.7", "2 per hour") is not None)
+"""
+
+
+def test_email_and_failure_limits_hold_across_web_processes(make_app, heard, redis_url, customer):
+    """With Redis, what one process counted (e-mails to a customer, invalid links from an
+    address) another process sees too."""
+    secret = "s" * 40
+    app = make_app({"REDIS_URL": redis_url, "SECRET_KEY": secret,
+                    "EMAIL_LIMIT_PER_CUSTOMER": "2 per hour"}, plugins=[heard])
+    with app.test_request_context():
+        limiter.reset()
+        for _ in range(2):
+            auth.limit_emails(customer.id, "198.51.100.7")
+            auth.failure_limited("sign-in-token", "198.51.100.7", "2 per hour")
+    other_worker = subprocess.run(
+        [sys.executable, "-c", OTHER_WORKER, customer.id],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PORTICO_ENV": "testing", "PORTICO_SECRET_KEY": secret, "PATH": "/usr/bin:/bin",
+             "PORTICO_DATABASE_URL": app.config["DATABASE_URL"], "PORTICO_REDIS_URL": redis_url,
+             "PORTICO_EMAIL_LIMIT_PER_CUSTOMER": "2 per hour"})
+    assert other_worker.stdout.split() == ["limited", "True"], other_worker.stderr
+
+
 def test_emailed_link_uses_the_configured_address_whatever_the_host_header(client, business, customer, heard):
     """Target 9: a forged Host (or X-Forwarded-Host) never gets into the link."""
     request_link(client, business, "ann@example.com", base_url="http://evil.example",
