@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from renewals import database  # noqa: E402 - a fresh SQLite or PostgreSQL database, and its drop
+from bench.renewals import database  # noqa: E402 - a fresh SQLite or PostgreSQL database, and its drop
 
 POSTGRES = os.environ.get("PORTICO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -105,6 +105,16 @@ def seed(app, payments: int) -> dict:
     return {"link": link.split("://", 1)[1].split("/", 1)[1], "invoices": invoices}
 
 
+def server_env(url: str, folder: str) -> dict:
+    """The environment Portico's web server runs with (also set in this process)."""
+    env = {**os.environ, "PORTICO_ENV": "development", "PORTICO_DATABASE_URL": url,
+           "PORTICO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2, "PORTICO_INSTANCE_PATH": folder,
+           "PORTICO_MAIL_OUTBOX": f"{folder}/outbox.mbox", "PORTICO_REDIS_URL": "",
+           "PORTICO_SESSION_IDLE_TTL": "3600", "PYTHONPATH": str(ROOT)}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("PORTICO_")})
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -125,18 +135,21 @@ def gunicorn(target: str, env: dict) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"gunicorn {target} did not start")
 
 
-def load(url: str, cookies=None, seconds=5.0, threads=8) -> float:
-    """Requests per second for ``url`` from ``threads`` clients over ``seconds``."""
-    done, stop = [], time.monotonic() + seconds
+def load(url: str, cookies=None, seconds=5.0, threads=8) -> dict:
+    """``{"rate": requests per second, "p50": ms, "p99": ms}`` for ``url`` requested by
+    ``threads`` clients over ``seconds``, each client sending the same ``cookies`` and
+    headers whatever the server (the bare route gets Portico's session cookie too)."""
+    latencies, stop = [], time.monotonic() + seconds
 
     def client():
-        n = 0
+        mine = []
         with httpx.Client(cookies=cookies, timeout=30) as session:
             while time.monotonic() < stop:
+                started = time.perf_counter()
                 answer = session.get(url)
+                mine.append(time.perf_counter() - started)
                 assert answer.status_code == 200, (url, answer.status_code)
-                n += 1
-        done.append(n)
+        latencies.extend(mine)
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
     started = time.monotonic()
@@ -144,7 +157,40 @@ def load(url: str, cookies=None, seconds=5.0, threads=8) -> float:
         worker.start()
     for worker in workers:
         worker.join()
-    return sum(done) / (time.monotonic() - started)
+    return {"elapsed": time.monotonic() - started, "latencies": latencies}
+
+
+def interleaved(urls: list[tuple[str, str]], cookies, seconds: float, threads: int, rounds: int) -> dict:
+    """Each of ``urls`` (``(name, url)``) loaded ``rounds`` times in turn, ``seconds`` in all
+    per page, so a change in the machine's load touches every page alike; per name
+    ``{"rate", "p50", "p99"}``."""
+    runs = {name: [] for name, _ in urls}
+    for _ in range(rounds):
+        for name, url in urls:
+            runs[name].append(load(url, cookies, seconds / rounds, threads))
+    results = {}
+    for name, parts in runs.items():
+        latencies = [t for part in parts for t in part["latencies"]]
+        rate = len(latencies) / sum(part["elapsed"] for part in parts)
+        results[name] = {"rate": rate, **percentiles(latencies)}
+    return results
+
+
+def percentiles(seconds: list[float]) -> dict:
+    """The median and 99th percentile of ``seconds``, in milliseconds."""
+    if len(seconds) < 2:
+        only = 1000 * seconds[0] if seconds else float("nan")
+        return {"p50": only, "p99": only}
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {"p50": 1000 * statistics.median(seconds), "p99": 1000 * cuts[98]}
+
+
+def pages(base: str, bare_url: str, payments: int) -> list[tuple[str, str]]:
+    """The pages measured, as ``(name, url)``: the bare route first, then Portico's."""
+    last = max(-(-payments // 20), 1)
+    return [("bare", bare_url), ("overview", base + "/portal/"),
+            ("billing history", base + "/portal/billing"),
+            (f"billing history, page {last}", f"{base}/portal/billing?page={last}")]
 
 
 def sign_in(url: str, path: str) -> httpx.Cookies:
@@ -161,6 +207,7 @@ def main():
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per page")
     args = parser.parse_args()
 
     from core import create_app
@@ -168,11 +215,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder:
         url, drop = database(args.database, folder)
-        env = {**os.environ, "PORTICO_ENV": "development", "PORTICO_DATABASE_URL": url,
-               "PORTICO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2, "PORTICO_INSTANCE_PATH": folder,
-               "PORTICO_MAIL_OUTBOX": f"{folder}/outbox.mbox", "PORTICO_REDIS_URL": "",
-               "PORTICO_SESSION_IDLE_TTL": "3600", "PYTHONPATH": str(ROOT)}
-        os.environ.update({k: v for k, v in env.items() if k.startswith("PORTICO_")})
+        env = server_env(url, folder)
         app = create_app()
         migrate(app)
         seeded = seed(app, args.payments)
@@ -186,15 +229,15 @@ def main():
             (templates / "page.html").write_text("{% raw %}" + overview_html + "{% endraw %}")
             bare, bare_url = gunicorn("bench.pages:bare_app()", {**env, "BENCH_TEMPLATES": str(templates)})
             servers.append(bare)
-            results = {"bare": load(bare_url, seconds=args.seconds, threads=args.threads)}
-            last_page = f"/portal/billing?page={-(-args.payments // 20)}"
-            for name, path in (("overview", "/portal/"), ("billing history", "/portal/billing"),
-                               ("billing history, last page", last_page)):
-                results[name] = load(base + path, cookies, args.seconds, args.threads)
+            results = interleaved(pages(base, bare_url, args.payments), cookies, args.seconds,
+                                  args.threads, args.rounds)
             print(f"{args.payments} payments, {args.database}, gunicorn -w 2, {args.threads} client threads, "
-                  f"{args.seconds:.0f} s each; overview HTML {len(overview_html):,} bytes")
-            for name, rate in results.items():
-                print(f"  {name:28} {rate:8.0f} req/s   {rate / results['bare']:.2f}× bare")
+                  f"{args.seconds:g} s each in {args.rounds} interleaved rounds; overview HTML {len(overview_html):,} bytes; "
+                  f"load average {os.getloadavg()[0]:.2f}")
+            for name, result in results.items():
+                print(f"  {name:28} {result['rate']:8.0f} req/s   "
+                      f"{result['rate'] / results['bare']['rate']:.2f}× bare   "
+                      f"p50 {result['p50']:6.1f} ms   p99 {result['p99']:6.1f} ms")
 
             pdf_times = []
             for invoice in seeded["invoices"]:  # the first: a cold worker; the second: warmer
@@ -202,8 +245,8 @@ def main():
                 answer = httpx.get(f"{base}/portal/invoices/{invoice}.pdf", cookies=cookies, timeout=60)
                 pdf_times.append(time.perf_counter() - started)
                 assert answer.headers["content-type"] == "application/pdf"
-            cached = load(f"{base}/portal/invoices/{seeded['invoices'][0]}.pdf", cookies, args.seconds,
-                          args.threads)
+            cached = interleaved([("pdf", f"{base}/portal/invoices/{seeded['invoices'][0]}.pdf")],
+                                 cookies, args.seconds, args.threads, 1)["pdf"]["rate"]
             raw = raw_weasyprint(app, seeded["invoices"][0])
             print(f"  invoice PDF, first download  {pdf_times[0] * 1000:8.0f} ms (cold worker), "
                   f"{pdf_times[1] * 1000:.0f} ms (another invoice)")
