@@ -14,7 +14,7 @@ from core import config as configuration
 from core import plugins as plugin_system
 from core.config import ConfigError
 from core.hookspecs import hookimpl
-from core.models import UnsupportedDatabase, db, init_db
+from core.models import UnsupportedDatabase, init_db, release
 
 __all__ = ["create_app", "hookimpl", "ConfigError"]
 
@@ -32,7 +32,8 @@ def create_app(config=None, plugins=()):
                 instance_path=instance_path)
     configuration.load(app, config)
     try:
-        init_db(app.config["DATABASE_URL"])
+        init_db(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"],
+                app.config["DATABASE_POOL_RECYCLE"], app.config["DATABASE_POOL_WAIT"])
     except UnsupportedDatabase as error:
         raise ConfigError(str(error)) from None
     jobs.init_app(app)
@@ -44,9 +45,6 @@ def create_app(config=None, plugins=()):
         app.register_blueprint(area.bp)
     app.extensions["portico.json_errors"] = api.error_response  # errors under /api
 
-    @app.teardown_appcontext
-    def close_db(_exc):
-        if not db.is_closed():
-            db.close()
+    app.teardown_appcontext(lambda _exc: release())
 
     return app

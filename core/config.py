@@ -14,6 +14,9 @@ DEFAULTS = {
     "ENV": "production",  # production, development or testing
     "SECRET_KEY": None,
     "DATABASE_URL": None,  # default: sqlite:///<instance>/portico.db
+    "DATABASE_POOL_SIZE": 20,  # connections kept per process (0: no limit)
+    "DATABASE_POOL_RECYCLE": 300,  # seconds before a connection is closed and opened anew
+    "DATABASE_POOL_WAIT": 10,  # seconds to wait for a free connection when all are in use
     "REDIS_URL": None,  # without it, jobs run in-process
     "QUEUE_NAME": "portico",
     "BASE_URL": "http://127.0.0.1:8000",  # the canonical address used in e-mailed links

@@ -16,7 +16,7 @@ from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError
 
 from core.config import ConfigError
-from core.models import db, locked
+from core.models import db, disconnect, locked, release
 
 log = logging.getLogger("portico.jobs")
 
@@ -107,8 +107,7 @@ class PorticoWorker(Worker):
             try:
                 return super().perform_job(job, queue, execution)
             finally:
-                if not db.is_closed():
-                    db.close()
+                release()
 
 
 def run_worker(app, burst=False, startup=()):
@@ -123,8 +122,7 @@ def run_worker(app, burst=False, startup=()):
     with app.app_context():
         for call in startup:
             call()
-    if not db.is_closed():
-        db.close()  # a forked child must open its own connection
+    disconnect()  # a forked child must open its own connections
     PorticoWorker.app = app
     worker = PorticoWorker([q], connection=q.connection)
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

@@ -5,6 +5,7 @@ random strings, money is integer minor units with an ISO-4217 currency, times ar
 """
 
 import json
+import logging
 import secrets
 import string
 from contextlib import contextmanager
@@ -12,8 +13,10 @@ from datetime import UTC, datetime
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import PooledDatabase
 
 db = pw.DatabaseProxy()
+log = logging.getLogger("portico.db")
 
 MODES = ("test", "live")
 _ALPHABET = string.ascii_letters + string.digits
@@ -39,18 +42,67 @@ class UnsupportedDatabase(ValueError):
     """The database URL names a scheme Portico does not run on."""
 
 
-def init_db(url: str):
-    """Point the proxy at the database named by ``url`` (sqlite:/// or postgresql://)."""
-    scheme = url.split(":", 1)[0].lower()
+_pool = {"key": None}  # the pool init_db made last, and what it was made from
+
+
+def init_db(url: str, pool_size: int = 20, recycle: int = 300, wait: int = 10):
+    """Point the proxy at a connection pool (``playhouse.pool``) on the database named by ``url``
+    (sqlite:/// or postgresql://), and return it.
+
+    A process keeps up to ``pool_size`` connections (0: no limit); one older than ``recycle``
+    seconds is closed instead of reused (0: never), so a server-side restart or timeout is
+    outlived; with every connection in use, a caller waits up to ``wait`` seconds, then gets
+    ``playhouse.pool.MaxConnectionsExceeded``. Called again with the same arguments, the same
+    pool is kept; a different database gets a new pool, and the old one's idle connections
+    are closed. A connection goes back to the pool with ``release``.
+
+    Raises ``UnsupportedDatabase`` for any other scheme.
+    """
+    scheme, rest = url.split(":", 1)
+    scheme = scheme.lower()
+    options = {"max_connections": pool_size or None, "stale_timeout": recycle or None,
+               "timeout": wait or None}
+    key = (url, pool_size, recycle, wait)
+    if key == _pool["key"] and db.obj is not None:
+        return db.obj
     if scheme == "sqlite":
-        database = connect_url(url, pragmas=SQLITE_PRAGMAS)
+        # a pooled connection serves one thread at a time, though not always the same one
+        database = connect_url("sqlite+pool:" + rest, pragmas=SQLITE_PRAGMAS,
+                               check_same_thread=False, **options)
     elif scheme in ("postgres", "postgresql"):
-        database = connect_url(url)
+        database = connect_url("postgresql+pool:" + rest, **options)
     else:
         raise UnsupportedDatabase(
             f"unsupported database URL scheme {scheme!r}: use sqlite:///path or postgresql://…")
+    if isinstance(db.obj, PooledDatabase):
+        db.obj.close_idle()
     db.initialize(database)
+    _pool["key"] = key
     return database
+
+
+def release():
+    """Give this thread's connection back to the pool, as a request or job ends.
+
+    A transaction left open (an exception escaping between ``BEGIN`` and ``COMMIT``, a
+    forgotten ``atomic``) is rolled back first, so nothing half-done is ever committed by the
+    connection's next user and no lock outlives the request.
+    """
+    if db.obj is None or db.is_closed():
+        return
+    if db.in_transaction():
+        log.warning("a transaction was left open; rolling it back")
+        db.rollback()
+        while db.in_transaction():
+            db.pop_transaction()
+    db.close()  # the pool rolls back what a raw BEGIN left open as it takes the connection back
+
+
+def disconnect():
+    """Close every connection of this process (before forking: a child must open its own)."""
+    release()
+    if isinstance(db.obj, PooledDatabase):
+        db.obj.close_all()
 
 
 def is_sqlite() -> bool:
@@ -329,8 +381,7 @@ class Subscription(BaseModel):
     class Meta:
         id_prefix = "sub"
         indexes = ((("status", "next_billing_date"), False),
-                   (("customer", "status"), False),
-                   (("business", "mode", "created_at"), False))
+                   (("customer", "status"), False))
 
 
 class Payment(BaseModel):
@@ -366,9 +417,7 @@ class Payment(BaseModel):
 
     class Meta:
         id_prefix = "pay"
-        indexes = ((("customer", "created_at"), False),
-                   (("business", "mode", "created_at"), False),
-                   (("subscription", "created_at"), False))
+        indexes = ((("subscription", "created_at"), False),)
 
 
 class InvoiceSequence(pw.Model):
@@ -576,6 +625,18 @@ class Delivery(BaseModel):
         indexes = ((("event", "notifier"), False), (("endpoint", "created_at"), False),
                    (("event", "endpoint", "attempt"), True), (("next_attempt_at",), False))
 
+
+def newest_first(model, *scope, name: str):
+    """An index on ``scope`` then ``created_at DESC, id DESC``: the order every paginated list
+    shows, so a page (by keyset or by page number) is read from the index, however long the
+    table, and never sorted."""
+    model.add_index(model.index(*scope, model.created_at.desc(), model.id.desc(), name=name))
+
+
+newest_first(Payment, Payment.customer, name="payment_customer_newest")
+newest_first(Payment, Payment.business, Payment.mode, name="payment_business_newest")
+newest_first(Subscription, Subscription.business, Subscription.mode, name="subscription_business_newest")
+newest_first(Customer, Customer.business, Customer.mode, name="customer_business_newest")
 
 MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
           Subscription, Payment, InvoiceSequence, Invoice, LicenseKey, LicenseKeyInstance,

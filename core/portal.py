@@ -198,16 +198,44 @@ def home(customer):
 @bp.get("/billing")
 @portal_page
 def billing_history(customer):
-    """Every payment, newest first, a page at a time, with a PDF for each invoice."""
+    """Every payment, newest first, a page at a time, with a PDF for each invoice.
+
+    The pager's links carry the payment they continue from (``after`` the last one shown,
+    ``before`` the first), so a page is read from the ``(customer, created_at DESC, id DESC)``
+    index at the same cost on page 1 and page 50, and a payment arriving meanwhile neither
+    repeats nor skips a row. ``page`` numbers the page for display, and alone (a typed or
+    bookmarked address) still finds it.
+    """
     page = request.args.get("page", 1, type=int)
     total = Payment.select().where(Payment.customer == customer).count()
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     if not 1 <= page <= pages:
         abort(404)
-    payments = list(with_invoices(Payment.select(Payment)).where(Payment.customer == customer)
-                    .order_by(Payment.created_at.desc(), Payment.id.desc())
-                    .paginate(page, PAGE_SIZE))
+    payments = list(with_invoices(Payment.select(Payment))
+                    .where(Payment.id.in_(page_of_payments(customer, page)))
+                    .order_by(Payment.created_at.desc(), Payment.id.desc()))
+    if not payments and total:
+        abort(404)  # a cursor that is not one of the customer's payments
     return render("portal/billing.html", payments=payments, page=page, pages=pages, total=total)
+
+
+def page_of_payments(customer, page: int):
+    """The ids of one page of the customer's payments, as a subquery: after (or before) the
+    payment named in the request, else by page number; invoices are joined to these rows
+    only, after the limit."""
+    mine = Payment.select(Payment.id).where(Payment.customer == customer).limit(PAGE_SIZE)
+    after, before = request.args.get("after"), request.args.get("before")
+    if after or before:
+        mark = Payment.select(Payment.created_at).where(
+            (Payment.id == (after or before)) & (Payment.customer == customer))
+        if after:
+            return mine.where((Payment.created_at < mark)
+                              | ((Payment.created_at == mark) & (Payment.id < after))
+                              ).order_by(Payment.created_at.desc(), Payment.id.desc())
+        return mine.where((Payment.created_at > mark)
+                          | ((Payment.created_at == mark) & (Payment.id > before))
+                          ).order_by(Payment.created_at, Payment.id)
+    return mine.order_by(Payment.created_at.desc(), Payment.id.desc()).offset((page - 1) * PAGE_SIZE)
 
 
 @bp.get("/invoices/<invoice_id>.pdf")

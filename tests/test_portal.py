@@ -1,6 +1,7 @@
 """The customer portal: overview, billing history and invoices, subscriptions (cancel, undo,
 change plan, update the payment method), license keys, profile, in English and French."""
 
+import html
 import io
 import re
 from datetime import timedelta
@@ -115,6 +116,58 @@ def test_billing_history_lists_every_payment_newest_first_a_page_at_a_time(ann, 
     page_two = text(ann.get("/portal/billing?page=2"))
     assert "€18.03" in page_two and "Invoice T-000001" in page_two and "Paid" in page_two
     assert ann.get("/portal/billing?page=3").status_code == 404
+
+
+def pager_link(answer, rel: str) -> str | None:
+    found = re.search(rf'href="([^"]+)" rel="{rel}"', answer.text)
+    return html.unescape(found[1]) if found else None
+
+
+def amounts(answer) -> list[str]:
+    return re.findall(r"€\d+\.\d\d", text(answer))
+
+
+def test_billing_history_pages_continue_from_the_last_payment_shown_as_new_ones_arrive(
+        ann, customer, product):
+    start = utcnow() - timedelta(days=100)
+    for n in range(45):  # pairs share a creation time: ties are ordered by id
+        Payment.create(business=customer.business_id, mode="test", customer=customer,
+                       product=product, kind="new", status="failed", amount=1000 + n, currency="EUR",
+                       description="Pro", idempotency_key=f"k{n}", created_at=start + timedelta(days=n // 2))
+    newest_first = [f"€{(1000 + n) / 100:.2f}" for n in range(45)]
+    by_time = sorted(Payment.select(), key=lambda p: (p.created_at, p.id), reverse=True)
+    expected = [f"€{p.amount / 100:.2f}" for p in by_time]
+    assert sorted(expected) == sorted(newest_first)
+    pages, link = [], "/portal/billing"
+    while link:
+        answer = ann.get(link)
+        assert answer.status_code == 200
+        pages.append(amounts(answer))
+        if len(pages) == 1:  # a payment arriving meanwhile shifts nothing on the next pages
+            Payment.create(business=customer.business_id, mode="test", customer=customer,
+                           product=product, kind="new", status="failed", amount=9999, currency="EUR",
+                           description="Pro", idempotency_key="late")
+        link = pager_link(answer, "next")
+    assert [len(page) for page in pages] == [20, 20, 5]
+    assert [a for page in pages for a in page] == expected
+    assert "after=" in pager_link(ann.get("/portal/billing?page=2"), "next")
+    back = ann.get(pager_link(ann.get(f"/portal/billing?page=2&after={by_time[19].id}"), "next"))
+    assert "Page 3 of 3" in text(back) and amounts(back) == pages[2]
+    newer = ann.get(pager_link(back, "prev"))
+    assert "Page 2 of 3" in text(newer) and amounts(newer) == pages[1]
+
+
+def test_a_billing_history_cursor_that_is_not_the_customers_own_payment_answers_404(
+        ann, customer, business, product):
+    from core.models import Customer
+
+    other = Customer.create(business=business, mode="test", email="eve@example.com")
+    theirs = Payment.create(business=business, mode="test", customer=other, kind="new",
+                            status="failed", amount=1000, currency="EUR", idempotency_key="eve")
+    Payment.create(business=business, mode="test", customer=customer, kind="new", status="failed",
+                   amount=1000, currency="EUR", idempotency_key="ann")
+    assert ann.get(f"/portal/billing?after={theirs.id}").status_code == 404
+    assert ann.get("/portal/billing?before=pay_unknown").status_code == 404
 
 
 def test_an_invoice_downloads_as_a_pdf_with_its_number_amounts_and_names(ann, customer, product,

@@ -22,18 +22,20 @@ def retrieve_payment(payment_id: str):
        response=schemas.items(schemas.PaymentListItem))
 def list_payments(query: schemas.PaymentListQuery):
     """Payments, newest first; filter by customer, subscription, product, status, currency or
-    creation time."""
-    rows = (Payment.select(Payment, Customer, Product, PaymentMethod)
+    creation time. The page's ids are found on a newest-first index (the customer's, or the
+    business's) before any row is joined, so a deep page skips index entries, not rows."""
+    newest_first = (Payment.created_at.desc(), Payment.id.desc())
+    ids = filtered(Payment.select(Payment.id).where((Payment.business == g.business_id)
+                                                    & (Payment.mode == g.mode)), Payment, query, {
+        "customer_id": Payment.customer, "subscription_id": Payment.subscription,
+        "product_id": Payment.product, "currency": Payment.currency, "status": Payment.status})
+    ids = ids.order_by(*newest_first).offset(query.page_number * query.page_size).limit(query.page_size)
+    rows = (Payment.select(Payment, Customer, Product, PaymentMethod)  # joined to the page's rows only
             .join(Customer, on=Payment.customer).switch(Payment)
             .join(Product, JOIN.LEFT_OUTER, on=Payment.product).switch(Payment)
             .join(PaymentMethod, JOIN.LEFT_OUTER, on=Payment.payment_method)
-            .where((Payment.business == g.business_id) & (Payment.mode == g.mode)))
-    rows = filtered(rows, Payment, query, {
-        "customer_id": Payment.customer, "subscription_id": Payment.subscription,
-        "product_id": Payment.product, "currency": Payment.currency, "status": Payment.status})
-    rows = rows.order_by(Payment.created_at.desc(), Payment.id.desc())
-    page = list(prefetch(rows.offset(query.page_number * query.page_size).limit(query.page_size),
-                         Invoice.select(Invoice.id, Invoice.payment)))
+            .where(Payment.id.in_(ids)).order_by(*newest_first))
+    page = list(prefetch(rows, Invoice.select(Invoice.id, Invoice.payment)))
     keyed = {key.payment_id for key in LicenseKey.select(LicenseKey.payment).where(
         LicenseKey.payment.in_([payment.id for payment in page]))}
     return {"items": [{**payloads.payment(payment), "has_license_key": payment.id in keyed,
