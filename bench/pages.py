@@ -232,8 +232,8 @@ def main():
             results = interleaved(pages(base, bare_url, args.payments), cookies, args.seconds,
                                   args.threads, args.rounds)
             print(f"{args.payments} payments, {args.database}, gunicorn -w 2, {args.threads} client threads, "
-                  f"{args.seconds:g} s each in {args.rounds} interleaved rounds; overview HTML {len(overview_html):,} bytes; "
-                  f"load average {os.getloadavg()[0]:.2f}")
+                  f"{args.seconds:g} s each in {args.rounds} interleaved rounds; "
+                  f"overview HTML {len(overview_html):,} bytes; load average {os.getloadavg()[0]:.2f}")
             for name, result in results.items():
                 print(f"  {name:28} {result['rate']:8.0f} req/s   "
                       f"{result['rate'] / results['bare']['rate']:.2f}× bare   "

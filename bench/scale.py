@@ -101,7 +101,8 @@ def main():
         try:
             cookies = sign_in(base, seeded["link"])
             last = max(-(-args.own // 20), 1)
-            urls = [("page 1", base + "/portal/billing"), (f"page {last}", f"{base}/portal/billing?page={last}")]
+            urls = [("page 1", base + "/portal/billing"),
+                    (f"page {last}", f"{base}/portal/billing?page={last}")]
             small = interleaved(urls, cookies, args.seconds, args.threads, args.rounds)
             started = time.perf_counter()
             with app.app_context():

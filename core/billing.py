@@ -9,6 +9,8 @@ Rounding rule: tax and proration are computed on integers and rounded half up to
 unit; invoice lines always add up to the amount charged.
 """
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from fractions import Fraction
 
 from dateutil.relativedelta import relativedelta
 from flask import current_app
+from peewee import JOIN
 
 from core import payloads
 from core.events import emit, redispatch
@@ -32,6 +35,7 @@ from core.models import (
     Product,
     Subscription,
     for_update,
+    is_sqlite,
     new_id,
     utcnow,
 )
@@ -398,8 +402,8 @@ def renew(subscription_id: str, due: str):
     """Job: settle the billing date ``due`` (ISO) of a subscription: cancel it if asked, expire
     it at the end of its term, apply a scheduled downgrade, then charge the next period."""
     with transaction():
-        sub = _locked_subscription(subscription_id)
-        if sub.status != "active" or payloads.iso(sub.next_billing_date) != due:
+        sub = _locked_subscription_with_plan(subscription_id)
+        if sub is None or sub.status != "active" or payloads.iso(sub.next_billing_date) != due:
             return None  # already handled, or no longer due
         now = utcnow()
         if sub.cancel_at_next_billing_date:
@@ -424,6 +428,54 @@ def renew(subscription_id: str, due: str):
     return run_charge(payment.id)
 
 
+def _locked_subscription_with_plan(sub_id: str) -> Subscription | None:
+    """The subscription, locked, with its product, customer and payment method read in the
+    same statement (a renewal reads each several times)."""
+    query = (Subscription.select(Subscription, Product, Customer, PaymentMethod)
+             .join(Product, on=(Subscription.product == Product.id)).switch(Subscription)
+             .join(Customer, on=(Subscription.customer == Customer.id)).switch(Subscription)
+             .join(PaymentMethod, JOIN.LEFT_OUTER, on=(Subscription.payment_method == PaymentMethod.id))
+             .where(Subscription.id == sub_id))
+    return (query if is_sqlite() else query.for_update(of=Subscription)).first()
+
+
+def renew_batch(owed: list[list[str]]):
+    """Job: renew each ``[subscription_id, due]`` of ``owed`` in turn, so one job (one fork
+    of a worker) carries many renewals.
+
+    Each renewal stays its own exactly-once unit (``renew``: its own transactions and
+    idempotency key). One that raises is logged and queued again on its own, with the usual
+    retries; it never holds back or repeats the others. A worker killed mid-batch leaves each
+    renewal done, in flight (its charge found by the sweep's stale-charge recovery and retried
+    with the same idempotency key) or not begun (still due: queued again by the next sweep).
+    """
+    for subscription_id, due in owed:
+        try:
+            renew(subscription_id, due)
+        except Exception:
+            log.exception("renewal of %s due %s failed", subscription_id, due)
+            if queue() is None:  # in-process, the next sweep tries it again
+                continue
+            stamp = "".join(c for c in due if c.isdigit())
+            try:
+                enqueue(renew, subscription_id, due, job_id=f"renew-{subscription_id}-{stamp}",
+                        unique=True)
+            except Exception:  # still due: the next sweep queues it again
+                log.exception("could not queue the renewal of %s again", subscription_id)
+
+
+def queue_renewals(owed: list[list[str]]) -> int:
+    """Queue ``[subscription_id, due]`` renewals in batches of ``RENEWAL_BATCH_SIZE``; a batch's
+    job id names its contents, so a sweep run twice queues nothing twice. Returns how many."""
+    size = max(current_app.config["RENEWAL_BATCH_SIZE"], 1)
+    for start in range(0, len(owed), size):
+        batch = owed[start:start + size]
+        digest = hashlib.sha256(json.dumps(batch).encode()).hexdigest()[:24]
+        enqueue(renew_batch, batch, job_id=f"renew-batch-{digest}", unique=True,
+                timeout=max(120, 10 * len(batch)))
+    return len(owed)
+
+
 def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) -> dict:
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), and events whose deliveries were never queued.
@@ -435,12 +487,10 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     due = (Subscription.select(Subscription.id, Subscription.next_billing_date)
            .where((Subscription.status == "active")
                   & ((Subscription.next_billing_date <= now) | (Subscription.expires_at <= now))))
-    counts = {"renewals": 0, "charges": 0, "events": 0}
-    for sub in due:
-        stamp = payloads.iso(sub.next_billing_date)
-        enqueue(renew, sub.id, stamp, job_id=f"renew-{sub.id}-{sub.next_billing_date:%Y%m%d%H%M%S}",
-                unique=True)
-        counts["renewals"] += 1
+    counts = {"renewals": queue_renewals([
+        [sub.id, payloads.iso(sub.next_billing_date)]
+        for sub in due.order_by(Subscription.next_billing_date, Subscription.id)]),
+        "charges": 0, "events": 0}
     stale = Payment.select(Payment.id, Payment.attempts).where(
         (Payment.status == "processing") & (Payment.updated_at <= now - stale_after))
     for payment in stale:

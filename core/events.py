@@ -51,13 +51,11 @@ def notifiers() -> list[str]:
 def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict) -> Event:
     """Record an event in the current transaction; its deliveries are queued once it commits
     (and never if it rolls back)."""
+    listened, now = bool(notifiers()), utcnow()  # nobody listening: kept, nothing to deliver
     event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
-                         data=data)
-    if notifiers():
+                         data=data, created_at=now, dispatched_at=None if listened else now)
+    if listened:
         later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
-    else:  # nobody listens: the event is kept, with nothing to deliver
-        event.dispatched_at = event.created_at
-        event.save()
     return event
 
 

@@ -9,20 +9,25 @@ reach fails in CI (``CI`` set) and is skipped, saying why, elsewhere.
 import os
 import re
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from core import create_app, hookimpl
+from core import create_app, hookimpl, jobs
 from core.models import MODELS, Business, Customer, db, init_db, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("PORTICO_TEST_POSTGRES_URL",
                                     "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PORTICO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 IN_CI = bool(os.environ.get("CI"))
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def need_service(reason: str):
@@ -346,6 +351,33 @@ def on_hold(customer, product, subscribe, save_card):
         return sub.refresh()
 
     return make
+
+
+@pytest.fixture
+def redis_app(make_app, redis_url, cli_env):
+    """The app with a real RQ queue of its own, and how to run a real worker process on it."""
+    queue_name = f"test-{uuid.uuid4().hex[:8]}"
+    app = make_app({"REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
+                    "MAIL_OUTBOX": cli_env["PORTICO_MAIL_OUTBOX"]})
+    env = {**os.environ, **cli_env, "PORTICO_REDIS_URL": redis_url, "PORTICO_QUEUE_NAME": queue_name}
+
+    started = []
+
+    def worker(*args, **kwargs):
+        process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *args], cwd=ROOT,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True, **kwargs)
+        started.append(process)
+        return process
+
+    app.worker = worker
+    yield app
+    for process in started:  # never leave a worker behind, whatever the test did
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with app.app_context():
+        jobs.queue().empty()
 
 
 @pytest.fixture

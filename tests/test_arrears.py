@@ -2,18 +2,15 @@
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
 
-from core import billing, jobs
+from core import billing
 from core.models import Event, Invoice, Payment, db, init_db, utcnow
 from plugins.mail import outbox_messages
 from plugins.sandbox import charges, fail_next
@@ -137,33 +134,6 @@ def test_fifty_concurrent_confirmations_charge_exactly_once(app, customer, on_ho
     assert [p.status for p in arrears()] == ["succeeded"]
     assert Invoice.select().where(Invoice.payment == arrears()[0]).count() == 1
     assert sub.refresh().status == "active"
-
-
-@pytest.fixture
-def redis_app(make_app, redis_url, cli_env):
-    """The app with a real RQ queue of its own, and how to run a real worker process on it."""
-    queue_name = f"test-{uuid.uuid4().hex[:8]}"
-    app = make_app({"REDIS_URL": redis_url, "QUEUE_NAME": queue_name,
-                    "MAIL_OUTBOX": cli_env["PORTICO_MAIL_OUTBOX"]})
-    env = {**os.environ, **cli_env, "PORTICO_REDIS_URL": redis_url, "PORTICO_QUEUE_NAME": queue_name}
-
-    started = []
-
-    def worker(*args, **kwargs):
-        process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *args], cwd=ROOT,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True, **kwargs)
-        started.append(process)
-        return process
-
-    app.worker = worker
-    yield app
-    for process in started:  # never leave a worker behind, whatever the test did
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with app.app_context():
-        jobs.queue().empty()
 
 
 def test_two_tabs_with_different_cards_charge_once_and_keep_the_charged_card(
