@@ -2,8 +2,9 @@
 
 Seeds N subscriptions that are due, queues their renewals with the billing sweep (in batches
 of ``--batch`` renewals per job), runs K ``portico worker --burst`` processes until every
-renewal is settled, and checks that each was charged once and invoiced once. In the same run, K workers drain N no-op jobs, so the ratio
-shows Portico's own per-renewal cost (locks, payment and invoice rows, events) over RQ's.
+renewal is settled, and checks that each was charged once and invoiced once. In the same
+run, K workers drain N no-op jobs, so the ratio shows Portico's own per-renewal cost (locks,
+payment and invoice rows, events) over RQ's.
 
     python bench/renewals.py -n 10000 -k 2                      # a fresh PostgreSQL database
     python bench/renewals.py -n 2000 -k 2 --database sqlite     # a temporary SQLite file

@@ -215,11 +215,18 @@ def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | No
     return record
 
 
+SESSION_COLUMNS = (PortalSession.id, PortalSession.created_at, PortalSession.business,
+                   PortalSession.mode, PortalSession.customer, PortalSession.last_seen_at,
+                   PortalSession.expires_at, PortalSession.return_url)
+BUSINESS_COLUMNS = (Business.id, Business.name, Business.logo, Business.brand_color,
+                    Business.default_return_url, Business.support_email)  # what portal pages show
+
+
 def active_session(session_id: str) -> PortalSession | None:
     """The customer session ``session_id`` if it may still be used: not revoked, within its
     lifetime and idle timeout, its customer not blocked. Notes the activity."""
     now = utcnow()
-    record = (PortalSession.select(PortalSession, Customer, Business)
+    record = (PortalSession.select(*SESSION_COLUMNS, Customer, *BUSINESS_COLUMNS)
               .join(Customer, on=PortalSession.customer)
               .switch(PortalSession).join(Business, on=PortalSession.business)
               .where((PortalSession.id == session_id) & PortalSession.revoked_at.is_null()

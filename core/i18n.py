@@ -12,8 +12,18 @@ from pathlib import Path
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from flask import Blueprint, abort, has_request_context, redirect, request, session, url_for
-from flask_babel import Babel, format_date, get_locale
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    has_app_context,
+    has_request_context,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import Babel, format_date, get_locale, get_translations
 from flask_login import current_user
 
 from core.models import Customer
@@ -68,11 +78,42 @@ def choose_language():
     return redirect(local_path(request.form.get("next")) or url_for("portal.home"), 303)
 
 
+def formats() -> dict:
+    """What the current locale formats with, looked up once per request (kept in ``g``, so
+    never shared between requests): ``{"locale": "fr", "translations": …, "memo": {}}``.
+
+    ``memo`` keeps each label, amount or date already formatted under this locale, so a page
+    that repeats them on every row formats each once. Keyed by the active locale, so
+    ``force_locale`` (an invoice in its customer's language) and ``refresh`` get their own.
+    """
+    locale = get_locale()
+    if not has_app_context():
+        return {"locale": str(locale or DEFAULT_LOCALE), "translations": get_translations(), "memo": {}}
+    known = g.setdefault("_portico_formats", {})
+    found = known.get(locale)
+    if found is None:
+        found = known[locale] = {"locale": str(locale or DEFAULT_LOCALE),
+                                 "translations": get_translations(), "memo": {}}
+    return found
+
+
+def once(kind: str, key, make):
+    """``make()``, worked out once per request and locale for ``(kind, key)``."""
+    memo = formats()["memo"]
+    try:
+        return memo[kind, key]
+    except KeyError:
+        memo[kind, key] = value = make()
+        return value
+
+
 def money(amount, currency) -> str:
     """Jinja filter: minor units of ``currency`` as the current locale writes them."""
     from core.money import format_money
 
-    return format_money(int(amount), str(currency).upper(), current_locale())
+    amount, currency = int(amount), str(currency).upper()
+    return once("money", (amount, currency),
+                lambda: format_money(amount, currency, formats()["locale"]))
 
 
 def day(value, style="long") -> str:
@@ -83,7 +124,7 @@ def day(value, style="long") -> str:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return format_date(value, style)
+    return once("day", (value, style), lambda: format_date(value, style))
 
 
 def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
@@ -106,9 +147,8 @@ def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
 
 def _fresh_locale():
     """Choose the locale anew for each request, even when requests share an app context."""
-    from flask import g
-
     g.pop("_flask_babel", None)
+    g.pop("_portico_formats", None)
 
 
 def _template_context():
@@ -125,6 +165,12 @@ def init_app(app):
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
     app.jinja_env.filters.update(money=money, day=day)
+    app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
+        gettext=lambda s: formats()["translations"].ugettext(s),
+        ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),
+        pgettext=lambda c, s: formats()["translations"].upgettext(c, s),
+        npgettext=lambda c, s, p, n: formats()["translations"].unpgettext(c, s, p, n),
+        newstyle=True)
     app.before_request(_fresh_locale)
     app.context_processor(_template_context)
     app.register_blueprint(bp)

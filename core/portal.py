@@ -43,7 +43,7 @@ from wtforms.validators import (
 
 from core import auth, billing, licensing
 from core.auth import client_ip, customer_required
-from core.i18n import LOCALES, current_locale, day, supported
+from core.i18n import LOCALES, current_locale, day, once, supported
 from core.jobs import enqueue
 from core.models import (
     Addon,
@@ -176,6 +176,11 @@ def with_invoices(query):
             .join(Invoice, JOIN.LEFT_OUTER, on=(Invoice.payment == Payment.id), attr="invoice"))
 
 
+LISTED = (Payment.id, Payment.created_at, Payment.customer, Payment.subscription, Payment.kind,
+          Payment.status, Payment.amount, Payment.currency, Payment.description,
+          Payment.period_start, Payment.period_end)  # what a list of payments shows
+
+
 # --- Overview and billing history ------------------------------------------------------------------
 
 
@@ -185,7 +190,7 @@ def home(customer):
     """Overview: what needs action first, then subscriptions, recent invoices and license keys."""
     current = list(subscriptions_of(customer).where(Subscription.status.in_(CURRENT))
                    .order_by(Subscription.created_at.desc()))
-    payments = list(with_invoices(Payment.select(Payment))
+    payments = list(with_invoices(Payment.select(*LISTED))
                     .where((Payment.customer == customer) & (Payment.status == "succeeded"))
                     .order_by(Payment.created_at.desc()).limit(RECENT))
     keys = list(LicenseKey.select(LicenseKey, Product).join(Product)
@@ -211,7 +216,7 @@ def billing_history(customer):
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     if not 1 <= page <= pages:
         abort(404)
-    payments = list(with_invoices(Payment.select(Payment))
+    payments = list(with_invoices(Payment.select(*LISTED))
                     .where(Payment.id.in_(page_of_payments(customer, page)))
                     .order_by(Payment.created_at.desc(), Payment.id.desc()))
     if not payments and total:
@@ -668,19 +673,27 @@ def every(count: int, interval: str) -> str:
 
 @bp.app_template_filter("status")
 def _status_filter(status):
-    return status_label(status)
+    return once("status", status, lambda: status_label(status))
 
 
 @bp.app_template_filter("kind")
 def _kind_filter(payment):
     """What a payment was for: a purchase, a subscription's first payment, a renewal…"""
     kind = "first" if payment.kind == "new" and payment.subscription_id else payment.kind
-    return str(KIND.get(kind, kind))
+    return once("kind", kind, lambda: str(KIND.get(kind, kind)))
 
 
 @bp.app_template_filter("card")
 def _card_filter(method):
     return billing.card_label(method)
+
+
+@bp.app_template_global("invoice_pdf_url")
+def _invoice_pdf_url(invoice_id: str) -> str:
+    """The address of an invoice's PDF, the route built once per request (a billing page
+    links twenty): ids are URL-safe, so the rest is plain text."""
+    route = once("url", "invoice_pdf", lambda: url_for("portal.invoice_pdf", invoice_id="~").rsplit("~", 1))
+    return invoice_id.join(route)
 
 
 @bp.app_template_global("every")

@@ -100,3 +100,15 @@ def test_each_portal_page_reads_exactly_as_before(app, client, locale):
             if os.environ.get("PORTICO_TEST_WRITE_PAGES"):
                 kept.write_text(html)
             assert html == kept.read_text(), f"{page} ({locale}) differs from {kept.name}"
+
+
+def test_amounts_and_dates_formatted_once_per_request_still_follow_a_forced_locale(app):
+    from flask_babel import force_locale
+
+    from core.i18n import day, money
+
+    with app.test_request_context(headers={"Accept-Language": "en"}):
+        assert money(1800, "EUR") == "€18.00" and day(NOW) == "March 15, 2026"
+        with force_locale("fr"):  # an invoice in its customer's language, inside this request
+            assert money(1800, "EUR") == "18,00\u00a0€" and day(NOW) == "15 mars 2026"
+        assert money(1800, "EUR") == "€18.00" and day(NOW) == "March 15, 2026"
