@@ -179,6 +179,9 @@ def with_invoices(query):
 LISTED = (Payment.id, Payment.created_at, Payment.customer, Payment.subscription, Payment.kind,
           Payment.status, Payment.amount, Payment.currency, Payment.description,
           Payment.period_start, Payment.period_end)  # what a list of payments shows
+LISTED_SUBSCRIPTION = (Subscription.id, Subscription.product, Subscription.status,
+                       Subscription.next_billing_date, Subscription.cancel_at_next_billing_date,
+                       Subscription.cancelled_at, Subscription.expires_at)  # … of subscriptions
 
 
 # --- Overview and billing history ------------------------------------------------------------------
@@ -188,12 +191,15 @@ LISTED = (Payment.id, Payment.created_at, Payment.customer, Payment.subscription
 @portal_page
 def home(customer):
     """Overview: what needs action first, then subscriptions, recent invoices and license keys."""
-    current = list(subscriptions_of(customer).where(Subscription.status.in_(CURRENT))
+    current = list(Subscription.select(*LISTED_SUBSCRIPTION, Product.id, Product.name)
+                   .join(Product, on=(Subscription.product == Product.id))
+                   .where((Subscription.customer == customer) & Subscription.status.in_(CURRENT))
                    .order_by(Subscription.created_at.desc()))
     payments = list(with_invoices(Payment.select(*LISTED))
                     .where((Payment.customer == customer) & (Payment.status == "succeeded"))
                     .order_by(Payment.created_at.desc()).limit(RECENT))
-    keys = list(LicenseKey.select(LicenseKey, Product).join(Product)
+    keys = list(LicenseKey.select(LicenseKey.id, LicenseKey.key, LicenseKey.status, LicenseKey.product,
+                                  Product.id, Product.name).join(Product)
                 .where(LicenseKey.customer == customer)
                 .order_by(LicenseKey.created_at.desc()).limit(RECENT))
     return render("portal/home.html", on_hold=[s for s in current if s.status == "on_hold"],
