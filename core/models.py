@@ -58,7 +58,7 @@ def init_db(url: str, pool_size: int = 20, recycle: int = 300, wait: int = 10):
 
     Raises ``UnsupportedDatabase`` for any other scheme.
     """
-    scheme, rest = url.split(":", 1)
+    scheme, _, rest = url.partition(":")
     scheme = scheme.lower()
     options = {"max_connections": pool_size or None, "stale_timeout": recycle or None,
                "timeout": wait or None}
