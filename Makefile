@@ -14,13 +14,13 @@ TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl
 $(BIN)/portico: setup.cfg pyproject.toml $(wildcard core/translations/*/LC_MESSAGES/*.po)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -qq -e .
 	$(BIN)/pybabel -q compile -d core/translations
 	touch $@
 
 # The Stripe plugin is installed like any third-party plugin, with its own package.
 $(VENV)/.test-deps: $(BIN)/portico plugins/stripe/setup.cfg
-	$(BIN)/pip install -q -e '.[test]' -e ./plugins/stripe
+	$(BIN)/pip install -qq -e '.[test]' -e ./plugins/stripe
 	touch $@
 
 system-deps:
@@ -29,11 +29,11 @@ system-deps:
 test-system-deps:
 	@sh .ci/system-packages $(SYSTEM_PACKAGES) $(TEST_SYSTEM_PACKAGES)
 
+# The demo's links, the dashboard login and the API key are the last lines on the screen.
 run: system-deps $(BIN)/portico
 	@mkdir -p instance
-	PORTICO_ENV=development $(BIN)/portico migrate
-	PORTICO_ENV=development PORTICO_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/portico demo
-	PORTICO_ENV=development PORTICO_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/portico serve --port $(PORT)
+	@PORTICO_ENV=development $(BIN)/portico migrate
+	@PORTICO_ENV=development PORTICO_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/portico serve --demo --port $(PORT)
 
 # The suite runs twice: on SQLite, then on PostgreSQL (PORTICO_TEST_POSTGRES_URL).
 test: test-system-deps $(VENV)/.test-deps

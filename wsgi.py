@@ -1,10 +1,5 @@
-"""The WSGI entry point: ``gunicorn wsgi:app``. Configuration comes from ``PORTICO_*`` variables."""
+"""The WSGI entry point of a checkout: ``gunicorn wsgi:app`` (installed: ``core.wsgi:app``)."""
 
-import sys
+from core.wsgi import app
 
-from core import ConfigError, create_app
-
-try:
-    app = create_app()
-except ConfigError as error:
-    sys.exit(f"portico: {error}")
+__all__ = ["app"]

@@ -16,9 +16,16 @@ from core.config import ConfigError
 from core.hookspecs import hookimpl
 from core.models import UnsupportedDatabase, init_db, release
 
-__all__ = ["create_app", "hookimpl", "ConfigError"]
+__all__ = ["create_app", "hookimpl", "ConfigError", "shipped"]
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped(folder: str) -> Path:
+    """A folder Portico ships (``templates``, ``migrations``): ``core/<folder>`` in an installed
+    package, the checkout's top-level ``<folder>`` otherwise (``setup.py`` maps one to the other)."""
+    inside = PACKAGE / folder
+    return inside if inside.is_dir() else PACKAGE.parent / folder
 
 
 def create_app(config=None, plugins=()):
@@ -27,8 +34,8 @@ def create_app(config=None, plugins=()):
 
     Raises ``ConfigError`` with a one-line message when the configuration cannot work.
     """
-    instance_path = os.environ.get("PORTICO_INSTANCE_PATH") or str(ROOT / "instance")
-    app = Flask("portico", root_path=str(ROOT / "core"), template_folder=str(ROOT / "templates"),
+    instance_path = os.path.abspath(os.environ.get("PORTICO_INSTANCE_PATH") or "instance")
+    app = Flask("portico", root_path=str(PACKAGE), template_folder=str(shipped("templates")),
                 instance_path=instance_path)
     configuration.load(app, config)
     try:

@@ -39,17 +39,32 @@ def migrate(app):
     """Apply pending database migrations (the core's, then each plugin's)."""
     from core.models import migrate as apply
 
-    applied = apply(app)
+    try:
+        applied = apply(app)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     click.echo("\n".join(f"applied {name}" for name in applied) or "database is up to date")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, envvar="PORT")
+@click.option("--demo", "with_demo", is_flag=True,
+              help="Seed the demo and print its links once the server listens.")
 @with_app
-def serve(app, host, port):
+def serve(app, host, port, with_demo):
     """Serve the portal with the development server (use gunicorn in production)."""
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    click.echo(f"Serving Portico on http://{host}:{server.server_port} with the development "
+               f"server (production: gunicorn 'core.wsgi:app'); Ctrl+C stops it.")
+    if with_demo:
+        _print_demo(app)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
@@ -152,12 +167,19 @@ def create_api_key(app, business_id, mode, name):
 @with_app
 def demo(app, as_json):
     """Seed a demo business (idempotently) and print the links, login and API key to try it."""
+    if as_json:
+        from core.demo import seed
+
+        click.echo(json.dumps(seed(app), indent=2))
+        return
+    _print_demo(app)
+
+
+def _print_demo(app):
+    """Seed the demo and print what to try, the dashboard login and API key last."""
     from core.demo import seed
 
     result = seed(app)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
     click.echo(f"Demo business: {result['business']['name']} ({result['business']['id']})")
     click.echo(f"  Static link (live): {result['static_links']['live']}")
     click.echo(f"  Static link (test): {result['static_links']['test']}")

@@ -647,22 +647,29 @@ def migrate(app) -> list[str]:
     """Apply pending migrations: the core's (``migrations/``), then each plugin's own folder.
 
     Each source keeps its own history table, so plugin migration names never collide.
-    Returns the names applied.
+    Returns the names applied. Raises ``ConfigError`` when a source has no migration at all:
+    a broken install must not pass for an up-to-date database.
     """
     from pathlib import Path
 
     from playhouse.migrations import Runner
 
+    from core import shipped
+    from core.config import ConfigError
     from core.plugins import registry
 
-    sources = [("", Path(app.root_path).parent / "migrations")]
+    sources = [("", shipped("migrations"))]
     for plugin_name, folder in registry(app).call_each("register_migrations", app=app):
         if folder:
             sources.append((plugin_name, Path(folder)))
     applied = []
     for name, folder in sources:
         table = f"schema_migration_{name}" if name else "schema_migration"
+        runner = Runner(db.obj, directory=str(folder), table_name=table)
+        if not runner.migrations():
+            raise ConfigError(f"no migrations found in {folder} ({name or 'core'}): "
+                              f"this installation is incomplete; reinstall Portico")
         with db.connection_context():
-            done = Runner(db.obj, directory=str(folder), table_name=table).up()
+            done = runner.up()
         applied += [f"{name or 'core'}:{migration}" for migration in done]
     return applied

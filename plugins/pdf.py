@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from core import shipped
 from core.hookspecs import hookimpl
 
-ASSETS = Path(__file__).resolve().parent.parent / "templates" / "invoice"
+ASSETS = shipped("templates") / "invoice"
 ASSETS_URL = ASSETS.as_uri() + "/"  # the base URL: href="invoice.css" resolves in ASSETS
 
 

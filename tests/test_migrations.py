@@ -1,8 +1,10 @@
 """Migrations build, from an empty database, exactly the schema the models describe."""
 
 import peewee as pw
+import pytest
 from playhouse.schema_diff import diff_models
 
+from core import ConfigError, hookimpl
 from core.models import BaseModel, db, init_db, migrate
 
 
@@ -68,3 +70,22 @@ def test_names_saved_on_several_lines_are_put_on_one(app, fresh_database_url):
     assert Business.get().name == "Acme Software"
     assert sorted(c.name for c in Customer.select()) == ["Ann Example", "Bob  Smith"]
     db.close()
+
+
+class NoMigrationsPlugin:
+    """A plugin whose migrations folder is empty, as in a package built without its files."""
+
+    name = "hollow"
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    @hookimpl
+    def register_migrations(self, app):
+        return str(self.folder)
+
+
+def test_migrate_fails_loudly_when_a_source_has_no_migrations(make_app, tmp_path):
+    app = make_app(plugins=[NoMigrationsPlugin(tmp_path)])
+    with app.app_context(), pytest.raises(ConfigError, match="no migrations found in .* \\(hollow\\)"):
+        migrate(app)
