@@ -28,22 +28,24 @@ def shipped(folder: str) -> Path:
     return inside if inside.is_dir() else PACKAGE.parent / folder
 
 
-def create_app(config=None, plugins=()):
+def create_app(config=None, plugins=(), strict=True):
     """Build the application. ``config`` overrides every other source; ``plugins`` are extra
     plugin objects registered beside the installed ones (handy in tests).
 
-    Raises ``ConfigError`` with a one-line message when the configuration cannot work.
+    Raises ``ConfigError`` with a one-line message when the configuration cannot work;
+    ``strict=False`` (for ``portico check``) tolerates a weak secret and an unreachable Redis,
+    which the checks then report.
     """
     instance_path = os.path.abspath(os.environ.get("PORTICO_INSTANCE_PATH") or "instance")
     app = Flask("portico", root_path=str(PACKAGE), template_folder=str(shipped("templates")),
                 instance_path=instance_path)
-    configuration.load(app, config)
+    configuration.load(app, config, strict)
     try:
         init_db(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"],
                 app.config["DATABASE_POOL_RECYCLE"], app.config["DATABASE_POOL_WAIT"])
     except UnsupportedDatabase as error:
         raise ConfigError(str(error)) from None
-    jobs.init_app(app)
+    jobs.init_app(app, strict)
     plugin_system.init_app(app, plugins)
     web.init_app(app)
     auth.init_app(app)

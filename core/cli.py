@@ -81,6 +81,25 @@ def worker(app, burst):
         raise click.ClickException(str(error)) from None
 
 
+@main.command()
+def check():
+    """Check the configuration as production reads it, one line per check; exit 1 on any failure."""
+    from core.checks import all_checks, run
+
+    try:
+        app = create_app(strict=False)
+    except ConfigError as error:
+        click.echo(f"FAIL configuration: {error}")
+        raise SystemExit(1) from None
+    outcomes = run(app, all_checks(app), deadline=max(app.config["SMTP_TIMEOUT"], 5))
+    for outcome in outcomes:
+        click.echo(str(outcome))
+    failed = [outcome.name for outcome in outcomes if not outcome.ok]
+    click.echo(f"{len(failed)} of {len(outcomes)} checks failed" if failed else
+               f"all {len(outcomes)} checks passed")
+    raise SystemExit(1 if failed else 0)
+
+
 @main.group()
 def billing():
     """Billing chores (the worker also runs them on a schedule)."""

@@ -85,8 +85,9 @@ def from_environ(environ=None) -> dict:
     return settings
 
 
-def load(app, overrides=None):
-    """Fill ``app.config`` in order of precedence and check what must hold before start-up."""
+def load(app, overrides=None, strict=True):
+    """Fill ``app.config`` in order of precedence and check what must hold before start-up
+    (``strict=False`` leaves the secret to ``portico check``, which reports it)."""
     app.config.update(DEFAULTS)
     app.config.from_pyfile(os.path.join(app.instance_path, CONFIG_FILE), silent=True)
     app.config.update(from_environ())
@@ -96,12 +97,14 @@ def load(app, overrides=None):
         raise ConfigError(f"PORTICO_ENV must be production, development or testing, not {cfg['ENV']!r}")
     cfg["TESTING"] = cfg["ENV"] == "testing"
     if not cfg["SECRET_KEY"]:
-        if cfg["ENV"] == "production":
+        if cfg["ENV"] != "production":
+            cfg["SECRET_KEY"] = DEV_SECRET
+        elif strict:
             raise ConfigError("PORTICO_SECRET_KEY is not set: production needs a random secret "
                               "of at least 32 characters (python -c 'import secrets; "
                               "print(secrets.token_urlsafe(48))')")
-        cfg["SECRET_KEY"] = DEV_SECRET
-    elif cfg["ENV"] == "production" and (len(cfg["SECRET_KEY"]) < 32 or cfg["SECRET_KEY"] == DEV_SECRET):
+    elif (cfg["ENV"] == "production" and strict
+          and (len(cfg["SECRET_KEY"]) < 32 or cfg["SECRET_KEY"] == DEV_SECRET)):
         raise ConfigError("PORTICO_SECRET_KEY is too weak for production: use a random value "
                           "of at least 32 characters")
     if not cfg["DATABASE_URL"]:

@@ -176,6 +176,13 @@ def prepare_worker(app):
 
 
 @hookspec
+def production_checks(app):
+    """Return ``{name: check}`` for ``portico check``: ``check(app)`` returns a one-line note
+    when the plugin's settings and services would work in production, and raises with what
+    to fix otherwise (see ``core.checks``)."""
+
+
+@hookspec
 def sweep(app, now):
     """Queue what this plugin still owes as of ``now`` (e.g. retries whose job was lost); runs
     with the billing sweep. Return a dict of counts for the log."""

@@ -24,8 +24,9 @@ FAILURE_TTL = int(timedelta(days=30).total_seconds())
 DEFAULT_RETRY = (3, [10, 60, 300])
 
 
-def init_app(app):
-    """Connect to Redis when configured, and stop start-up with one line if it cannot be reached."""
+def init_app(app, strict=True):
+    """Connect to Redis when configured, and stop start-up with one line if it cannot be
+    reached (``strict=False`` leaves that to ``portico check``, which reports it)."""
     url = app.config["REDIS_URL"]
     queue = None
     if url:
@@ -33,8 +34,10 @@ def init_app(app):
             connection = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
             connection.ping()
         except (RedisError, ValueError) as error:
-            raise ConfigError(f"cannot reach Redis at {url}: {error}") from None
-        queue = Queue(app.config["QUEUE_NAME"], connection=connection)
+            if strict:
+                raise ConfigError(f"cannot reach Redis at {url}: {error}") from None
+        else:
+            queue = Queue(app.config["QUEUE_NAME"], connection=connection)
     app.extensions["portico.queue"] = queue
 
 

@@ -643,12 +643,12 @@ MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon
           PortalToken, PortalSession, MerchantSession, AuditLog, WebhookEndpoint, Event, Delivery]
 
 
-def migrate(app) -> list[str]:
-    """Apply pending migrations: the core's (``migrations/``), then each plugin's own folder.
+def _migration_runners(app):
+    """``(source name, Runner)`` for the core's migrations (``migrations/``), then each
+    plugin's own folder; each source keeps its own history table, so names never collide.
 
-    Each source keeps its own history table, so plugin migration names never collide.
-    Returns the names applied. Raises ``ConfigError`` when a source has no migration at all:
-    a broken install must not pass for an up-to-date database.
+    Raises ``ConfigError`` when a source has no migration at all: a broken install must not
+    pass for an up-to-date database.
     """
     from pathlib import Path
 
@@ -662,14 +662,26 @@ def migrate(app) -> list[str]:
     for plugin_name, folder in registry(app).call_each("register_migrations", app=app):
         if folder:
             sources.append((plugin_name, Path(folder)))
-    applied = []
     for name, folder in sources:
         table = f"schema_migration_{name}" if name else "schema_migration"
         runner = Runner(db.obj, directory=str(folder), table_name=table)
         if not runner.migrations():
             raise ConfigError(f"no migrations found in {folder} ({name or 'core'}): "
                               f"this installation is incomplete; reinstall Portico")
+        yield name or "core", runner
+
+
+def migrate(app) -> list[str]:
+    """Apply pending migrations, the core's then each plugin's; returns the names applied
+    (``core:0001_initial``). Raises ``ConfigError`` as ``_migration_runners`` says."""
+    applied = []
+    for name, runner in _migration_runners(app):
         with db.connection_context():
-            done = runner.up()
-        applied += [f"{name or 'core'}:{migration}" for migration in done]
+            applied += [f"{name}:{migration}" for migration in runner.up()]
     return applied
+
+
+def pending_migrations(app) -> list[str]:
+    """The migrations not applied yet, named like ``migrate``'s answer."""
+    return [f"{name}:{migration.name}" for name, runner in _migration_runners(app)
+            for migration in runner.status() if migration.applied is None]

@@ -30,7 +30,26 @@ def home():
 
 @bp.get("/healthz")
 def health():
+    """Liveness: the process answers (nothing else is asked, so a restart cannot fix more)."""
     return {"status": "ok"}
+
+
+READINESS_DEADLINE = 1.0  # seconds; a load balancer's probe times out soon after
+
+
+@bp.get("/readyz")
+def ready():
+    """Readiness: the database answers, its migrations are applied and Redis (when configured)
+    answers, each within ``READINESS_DEADLINE``. 200 ``{"status": "ready", "checks": {…}}``,
+    else 503 with ``"status": "unavailable"`` and what failed."""
+    from core.checks import readiness_checks, run
+
+    app = current_app._get_current_object()
+    outcomes = run(app, readiness_checks(app), READINESS_DEADLINE)
+    ready = all(outcome.ok for outcome in outcomes)
+    body = {"status": "ready" if ready else "unavailable",
+            "checks": {o.name: {"ok": o.ok, "detail": o.detail} for o in outcomes}}
+    return body, 200 if ready else 503, {"Cache-Control": "no-store"}
 
 
 BRAND_COLOR = re.compile(r"#[0-9a-fA-F]{6}")

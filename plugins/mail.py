@@ -22,6 +22,7 @@ import mailbox
 import re
 import smtplib
 import ssl
+from contextlib import contextmanager
 from email import message_from_binary_file, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -174,17 +175,40 @@ def _invoice_pdf(notification):
     return (invoice, pdf) if pdf else (None, None)
 
 
-def _send(message, config):
-    """Send by SMTP; raise on a transient failure, log a permanent (5xx) refusal."""
+@contextmanager
+def _smtp(config):
+    """An SMTP connection, secured and logged in as ``SMTP_*`` say."""
     smtp_class = smtplib.SMTP_SSL if config["SMTP_SSL"] else smtplib.SMTP
     options = {"context": ssl.create_default_context()} if config["SMTP_SSL"] else {}
+    with smtp_class(config["SMTP_HOST"], config["SMTP_PORT"], timeout=config["SMTP_TIMEOUT"],
+                    **options) as smtp:
+        if config["SMTP_STARTTLS"] and not config["SMTP_SSL"]:
+            smtp.starttls(context=ssl.create_default_context())
+        if config["SMTP_USERNAME"]:
+            smtp.login(config["SMTP_USERNAME"], config["SMTP_PASSWORD"] or "")
+        yield smtp
+
+
+def _check_smtp(app):
+    """The SMTP server answers, secures the connection and accepts the login."""
+    if not app.config["SMTP_HOST"]:
+        raise RuntimeError("PORTICO_SMTP_HOST is not set: e-mails (sign-in links) would only "
+                           "reach the log outbox")
+    with _smtp(app.config) as smtp:
+        smtp.noop()
+    login = " and accepts the login" if app.config["SMTP_USERNAME"] else ""
+    return f"{app.config['SMTP_HOST']}:{app.config['SMTP_PORT']} answers{login}"
+
+
+@hookimpl
+def production_checks(app):
+    return {"smtp": _check_smtp}
+
+
+def _send(message, config):
+    """Send by SMTP; raise on a transient failure, log a permanent (5xx) refusal."""
     try:
-        with smtp_class(config["SMTP_HOST"], config["SMTP_PORT"], timeout=config["SMTP_TIMEOUT"],
-                        **options) as smtp:
-            if config["SMTP_STARTTLS"] and not config["SMTP_SSL"]:
-                smtp.starttls(context=ssl.create_default_context())
-            if config["SMTP_USERNAME"]:
-                smtp.login(config["SMTP_USERNAME"], config["SMTP_PASSWORD"] or "")
+        with _smtp(config) as smtp:
             smtp.send_message(message)
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as error:
         if not _refused_for_good(error):

@@ -8,6 +8,7 @@ render (the worker warms it up once before forking).
 """
 
 import mimetypes
+import subprocess
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,6 +61,24 @@ def html_to_pdf(html: str) -> bytes:
     from weasyprint import HTML
 
     return HTML(string=html, base_url=ASSETS_URL, url_fetcher=url_fetcher()).write_pdf()
+
+
+def _check_fonts(app):
+    """Fontconfig, which WeasyPrint draws text with, knows a font for Latin text."""
+    try:
+        found = subprocess.run(["fc-list", ":lang=en", "family"], capture_output=True, text=True,
+                               timeout=10).stdout.split("\n")
+    except FileNotFoundError:
+        raise RuntimeError("fontconfig (fc-list) is not installed: invoices cannot be drawn") from None
+    families = sorted({line.split(",")[0] for line in found if line.strip()})
+    if not families:
+        raise RuntimeError("no font is installed for invoices (Debian: apt-get install fonts-dejavu-core)")
+    return f"{len(families)} font families, e.g. {families[0]}"
+
+
+@hookimpl
+def production_checks(app):
+    return {"fonts": _check_fonts}
 
 
 @hookimpl(trylast=True)

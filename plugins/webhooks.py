@@ -254,6 +254,19 @@ def _queue(event_id: str, endpoint_id: str, attempt: int, at=None):
             log.info("job %s is already scheduled", job_id)
 
 
+def _check_signing_secrets(app):
+    """Every endpoint signs with a ``whsec_`` secret its receiver can verify."""
+    unsigned = WebhookEndpoint.select().where(~WebhookEndpoint.secret.startswith("whsec_")).count()
+    if unsigned:
+        raise RuntimeError(f"{unsigned} webhook endpoint(s) have no whsec_ signing secret")
+    return f"{WebhookEndpoint.select().count()} endpoint(s), each with its signing secret"
+
+
+@hookimpl
+def production_checks(app):
+    return {"signing secrets": _check_signing_secrets}
+
+
 @hookimpl
 def sweep(app, now):
     """With the billing sweep: queue webhook attempts that are due and have no live job."""

@@ -27,6 +27,21 @@ def register_blueprints(app):
     return [bp]
 
 
+def _check_webhook_secret(app):
+    """A configured Stripe account has the signing secret its webhook endpoint needs."""
+    if not app.config.get("STRIPE_SECRET_KEY"):
+        return "not configured"
+    if not app.config.get("STRIPE_WEBHOOK_SECRET"):
+        raise RuntimeError("PORTICO_STRIPE_WEBHOOK_SECRET is not set: Stripe's events would be "
+                           "refused and 3-D Secure payments never settle")
+    return "set"
+
+
+@hookimpl
+def production_checks(app):
+    return {"webhook secret": _check_webhook_secret}
+
+
 @hookimpl
 def register_migrations(app):
     """The folder of the migrations creating the plugin's own tables."""
