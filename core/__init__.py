@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from core import api, auth, dashboard, i18n, jobs, portal, signin, web
+from core import api, auth, dashboard, i18n, jobs, monitoring, portal, signin, web
 from core import config as configuration
 from core import plugins as plugin_system
 from core.config import ConfigError
@@ -46,6 +46,7 @@ def create_app(config=None, plugins=(), strict=True):
     except UnsupportedDatabase as error:
         raise ConfigError(str(error)) from None
     jobs.init_app(app, strict)
+    monitoring.init_app(app)
     plugin_system.init_app(app, plugins)
     web.init_app(app)
     auth.init_app(app)

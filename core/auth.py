@@ -690,10 +690,15 @@ class RedactTokens(logging.Filter):
 
     TOKEN_PATH = re.compile(r"(/session/|/email/confirm/|[?&]state=)[A-Za-z0-9_.%-]+")
 
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """``text`` with the token of any sign-in link path blanked out."""
+        return cls.TOKEN_PATH.sub(r"\1[redacted]", text)
+
     def filter(self, record):
         message = record.getMessage()
         if self.TOKEN_PATH.search(message):
-            record.msg, record.args = self.TOKEN_PATH.sub(r"\1[redacted]", message), ()
+            record.msg, record.args = self.redact(message), ()
         return True
 
 

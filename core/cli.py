@@ -6,11 +6,11 @@ clear line, never a traceback, when the configuration cannot work.
 
 import functools
 import json
-import logging
 
 import click
 
 from core import ConfigError, create_app
+from core.monitoring import configure_logging
 
 
 def with_app(command):
@@ -22,6 +22,7 @@ def with_app(command):
             app = create_app()
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
+        configure_logging(app)
         with app.app_context():
             return command(app, *args, **kwargs)
 
@@ -30,7 +31,7 @@ def with_app(command):
 
 @click.group(help=__doc__.splitlines()[0])
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    pass
 
 
 @main.command()
@@ -54,9 +55,13 @@ def migrate(app):
 @with_app
 def serve(app, host, port, with_demo):
     """Serve the portal with the development server (use gunicorn in production)."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
-    server = make_server(host, port, app, threaded=True)
+    class RequestHandler(WSGIRequestHandler):
+        def log_request(self, *args):
+            """Nothing: Portico logs each request itself (``core.monitoring``)."""
+
+    server = make_server(host, port, app, threaded=True, request_handler=RequestHandler)
     click.echo(f"Serving Portico on http://{host}:{server.server_port} with the development "
                f"server (production: gunicorn 'core.wsgi:app'); Ctrl+C stops it.")
     if with_demo:

@@ -5,6 +5,7 @@ Every setting can come from the environment: ``PORTICO_DATABASE_URL`` sets ``DAT
 type of their default (integers, booleans ``1/true/yes``, comma-separated lists).
 """
 
+import ipaddress
 import os
 
 ENV_PREFIX = "PORTICO_"
@@ -52,6 +53,9 @@ DEFAULTS = {
     "PAYMENT_PROVIDER_TEST": "sandbox",  # the provider that saves new cards in test mode
     "PAYMENT_PROVIDER_LIVE": None,  # … and in live mode (e.g. "stripe", from its plugin)
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": False,  # deliver to loopback/private addresses (development)
+    "LOG_FORMAT": "text",  # text or json (one JSON object per line)
+    "METRICS_TOKEN": None,  # /metrics answers "Authorization: Bearer <this>"…
+    "METRICS_NETWORKS": [],  # … or these networks (CIDR, e.g. 10.0.0.0/8); neither: no /metrics
 }
 
 DEV_SECRET = "dev-only-secret-key-never-use-in-production"
@@ -96,6 +100,14 @@ def load(app, overrides=None, strict=True):
     if cfg["ENV"] not in ("production", "development", "testing"):
         raise ConfigError(f"PORTICO_ENV must be production, development or testing, not {cfg['ENV']!r}")
     cfg["TESTING"] = cfg["ENV"] == "testing"
+    if cfg["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"PORTICO_LOG_FORMAT must be text or json, not {cfg['LOG_FORMAT']!r}")
+    for network in cfg["METRICS_NETWORKS"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"PORTICO_METRICS_NETWORKS: {network!r} is not a network "
+                              f"such as 10.0.0.0/8") from None
     if not cfg["SECRET_KEY"]:
         if cfg["ENV"] != "production":
             cfg["SECRET_KEY"] = DEV_SECRET

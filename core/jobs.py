@@ -17,6 +17,7 @@ from rq.exceptions import DuplicateJobError
 
 from core.config import ConfigError
 from core.models import db, disconnect, locked, release
+from core.monitoring import request_id_var
 
 log = logging.getLogger("portico.jobs")
 
@@ -63,6 +64,7 @@ def enqueue(func, *args, job_id=None, retry=DEFAULT_RETRY, timeout=120, unique=F
     max_retries, intervals = retry
     try:
         return q.enqueue(func, *args, job_id=job_id, unique=unique and job_id is not None,
+                         meta={"request_id": request_id_var.get()},
                          job_timeout=timeout, failure_ttl=FAILURE_TTL, result_ttl=3600,
                          retry=Retry(max=max_retries, interval=intervals) if max_retries else None)
     except DuplicateJobError:
@@ -101,16 +103,23 @@ def transaction():
 
 
 class PorticoWorker(Worker):
-    """An RQ worker that runs every job inside the application loaded once at start-up."""
+    """An RQ worker that runs every job inside the application loaded once at start-up, under
+    the request id of the request that queued it, and logs one line per job."""
 
     app = None
 
     def perform_job(self, job, queue, execution):
+        token = request_id_var.set(job.meta.get("request_id"))
+        started = time.perf_counter()
         with self.app.app_context():
             try:
-                return super().perform_job(job, queue, execution)
+                done = super().perform_job(job, queue, execution)
+                log.info("job %s %s %s in %.1fms", job.id, job.func_name, "finished" if done else "failed",
+                         (time.perf_counter() - started) * 1000)
+                return done
             finally:
                 release()
+                request_id_var.reset(token)
 
 
 def run_worker(app, burst=False, startup=()):

@@ -5,8 +5,10 @@ installed (``wsgi.py`` at the top of a checkout says the same). Configuration co
 import sys
 
 from core import ConfigError, create_app
+from core.monitoring import configure_logging
 
 try:
     app = create_app()
 except ConfigError as error:
     sys.exit(f"portico: {error}")
+configure_logging(app)
