@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
-TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl
+TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl postgresql-client redis-server
 
 .PHONY: run test test-sqlite test-postgresql system-deps test-system-deps clean
 
