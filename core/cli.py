@@ -121,6 +121,45 @@ def sweep(app):
                f"{counts['events']} event(s) to deliver")
 
 
+@main.group()
+def customers():
+    """A customer's data rights: export everything held, or erase their personal data."""
+
+
+def _customer(customer_id):
+    from core.models import Customer
+
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None:
+        raise click.ClickException(f"no customer with id {customer_id!r}")
+    return customer
+
+
+@customers.command("export")
+@click.argument("customer_id")
+@with_app
+def export_customer(app, customer_id):
+    """Print everything held about a customer as one JSON document (GDPR articles 15, 20)."""
+    from core.privacy import export
+
+    click.echo(json.dumps(export(_customer(customer_id), by="cli"), indent=2, ensure_ascii=False))
+
+
+@customers.command("erase")
+@click.argument("customer_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_app
+def erase_customer(app, customer_id, yes):
+    """Erase a customer's personal data (GDPR article 17); invoices and payments stay."""
+    from core.privacy import erase
+
+    customer = _customer(customer_id)
+    if not yes:
+        click.confirm(f"Erase the personal data of {customer.email} ({customer.id}) for good?", abort=True)
+    erased = erase(customer, by="cli")
+    click.echo(f"erased {erased.id}: sessions ended, personal data removed, invoices kept")
+
+
 @main.command()
 @with_app
 def plugins(app):

@@ -6,6 +6,7 @@ another business's (or mode's) ids answer 404, exactly like ids that do not exis
 """
 
 import base64
+import json
 from urllib.parse import urlsplit
 
 from flask import (
@@ -50,6 +51,21 @@ ONE_LINE = "Use one line of text, without line breaks or control characters."
 class SignInForm(FlaskForm):
     email = EmailField("E-mail address", validators=[InputRequired("Enter your e-mail address.")])
     password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+
+
+class EraseForm(FlaskForm):
+    """Erasing cannot be undone: the merchant types the customer's e-mail address to confirm."""
+
+    email = StringField("Type the customer's e-mail address to confirm",
+                        validators=[InputRequired("Type the customer's e-mail address.")])
+
+    def __init__(self, customer, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.customer = customer
+
+    def validate_email(self, field):
+        if field.data.strip().lower() != self.customer.email:
+            raise ValidationError("This is not the customer's e-mail address.")
 
 
 class ApiKeyForm(FlaskForm):
@@ -228,6 +244,34 @@ def invite_email(customer_id):
     else:
         flash(f"A link was sent to {found.email} very recently. Please wait before sending another.")
     return redirect(url_for(".customer", customer_id=found.id), 303)
+
+
+@bp.get("/customers/<customer_id>/export")
+@merchant_required
+def export_customer(customer_id):
+    """Everything held about the customer, as a JSON download (GDPR articles 15 and 20)."""
+    from core.privacy import export
+
+    found = _get(Customer, customer_id)
+    document = export(found, by=current_user.user.id)
+    return (json.dumps(document, indent=2, ensure_ascii=False), 200,
+            {"Content-Type": "application/json; charset=utf-8",
+             "Content-Disposition": f'attachment; filename="{found.id}.json"'})
+
+
+@bp.route("/customers/<customer_id>/erase", methods=["GET", "POST"])
+@merchant_required
+def erase_customer(customer_id):
+    """Erase the customer's personal data once the merchant has confirmed (GDPR article 17)."""
+    from core.privacy import erase
+
+    found = _get(Customer, customer_id)
+    form = EraseForm(found)
+    if found.erased_at is None and form.validate_on_submit():
+        erase(found, by=current_user.user.id)
+        flash("The customer's personal data is erased. Their invoices and payments are kept.")
+        return redirect(url_for(".customer", customer_id=found.id), 303)
+    return render_template("dashboard/erase.html", customer=found, form=form), 400 if form.errors else 200
 
 
 def _customer_page(found, dynamic_link=None):

@@ -241,6 +241,7 @@ class Customer(BaseModel):
     tax_id = pw.CharField(null=True)
     metadata = JSONField(default=dict)
     blocked_at = UTCDateTimeField(null=True)
+    erased_at = UTCDateTimeField(null=True)  # personal data erased (core.privacy)
 
     class Meta:
         id_prefix = "cus"

@@ -11,6 +11,7 @@ exactly like an id that does not exist. Each page makes a fixed number of querie
 much history the customer has.
 """
 
+import json
 from functools import wraps
 
 import phonenumbers
@@ -606,6 +607,19 @@ def profile(customer):
     refresh()  # say it in the language just chosen
     flash(_("Your profile is saved."))
     return redirect(url_for(".profile"), 303)
+
+
+@bp.get("/profile/my-data.json")
+@portal_page
+def export_my_data(customer):
+    """"Download my data": everything held about the signed-in customer, as a JSON file
+    (GDPR articles 15 and 20)."""
+    from core.privacy import export
+
+    document = export(customer, by="portal")
+    return (json.dumps(document, indent=2, ensure_ascii=False), 200,
+            {"Content-Type": "application/json; charset=utf-8",
+             "Content-Disposition": 'attachment; filename="my-data.json"'})
 
 
 @bp.post("/profile/email")

@@ -59,6 +59,8 @@ def notify(notification, app):
         (Customer.id == notification.customer_id) & (Customer.business == notification.business_id)
         & (Customer.mode == notification.mode)) if notification.customer_id else None
     recipient = notification.data.get("email") or (customer.email if customer else None)
+    if customer is not None and customer.erased_at is not None:
+        return None  # nothing is sent to a customer whose personal data was erased
     if business is None or not recipient:
         log.warning("%s %s has no recipient; no e-mail sent", notification.type, notification.id)
         return None

@@ -4,7 +4,7 @@ portal session link that signs one in."""
 from flask import g
 from peewee import IntegrityError
 
-from core import auth, payloads
+from core import auth, payloads, privacy
 from core.api import schemas
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
 from core.jobs import enqueue
@@ -63,6 +63,23 @@ def update_customer(customer_id: str, body: schemas.CustomerUpdate):
     if email_changed:
         auth.end_all_sessions(customer, reason="email_changed_by_api")
     return payloads.customer(customer)
+
+
+@route("GET", "/customers/{customer_id}/export", tag=TAG, response=schemas.CustomerExport)
+def export_customer(customer_id: str):
+    """Everything held about a customer, as one JSON document (GDPR articles 15 and 20):
+    profile, subscriptions, payments, invoices, license keys, payment methods, sessions and
+    sign-in audit. Recorded in the audit log."""
+    return privacy.export(scoped(Customer, customer_id, "customer"), by=f"api:{g.api_key.prefix}")
+
+
+@route("POST", "/customers/{customer_id}/erase", tag=TAG, response=schemas.Customer)
+def erase_customer(customer_id: str):
+    """Erase a customer's personal data (GDPR article 17): active subscriptions are cancelled,
+    sessions and sign-in links end, the profile is anonymised; invoices and payments stay, as
+    tax law requires. Cannot be undone; erasing again changes nothing."""
+    customer = scoped(Customer, customer_id, "customer")
+    return payloads.customer(privacy.erase(customer, by=f"api:{g.api_key.prefix}"))
 
 
 @route("GET", "/customers", tag=TAG, query=schemas.CustomerListQuery,

@@ -241,6 +241,24 @@ class PortalSession(Out):
     link: str
 
 
+class CustomerExport(Out):
+    """Everything held about a customer (``core.privacy.export``): the stored records as they are."""
+
+    format: str
+    exported_at: datetime
+    business: dict[str, Any]
+    customer: dict[str, Any]
+    subscriptions: list[dict[str, Any]]
+    payments: list[dict[str, Any]]
+    invoices: list[dict[str, Any]]
+    license_keys: list[dict[str, Any]]
+    license_key_instances: list[dict[str, Any]]
+    payment_methods: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
+    sign_in_links: list[dict[str, Any]]
+    audit_log: list[dict[str, Any]]
+
+
 class Card(Out):
     card_holder_name: str | None
     card_issuing_country: Country | None
