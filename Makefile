@@ -13,7 +13,7 @@ TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl postgresql-client redis-s
 
 $(BIN)/portico: setup.cfg pyproject.toml $(wildcard core/translations/*/LC_MESSAGES/*.po)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
 	$(BIN)/pip install -qq -e .
 	$(BIN)/pybabel -q compile -d core/translations
 	touch $@

@@ -5,27 +5,17 @@ and the blueprints of each area. Plugins import ``hookimpl`` from here.
 """
 
 import os
-from pathlib import Path
 
 from flask import Flask
 
 from core import api, auth, dashboard, i18n, jobs, monitoring, portal, signin, web
 from core import config as configuration
 from core import plugins as plugin_system
-from core.config import ConfigError
+from core.config import PACKAGE, ConfigError, shipped
 from core.hookspecs import hookimpl
 from core.models import UnsupportedDatabase, init_db, release
 
-__all__ = ["create_app", "hookimpl", "ConfigError", "shipped"]
-
-PACKAGE = Path(__file__).resolve().parent
-
-
-def shipped(folder: str) -> Path:
-    """A folder Portico ships (``templates``, ``migrations``): ``core/<folder>`` in an installed
-    package, the checkout's top-level ``<folder>`` otherwise (``setup.py`` maps one to the other)."""
-    inside = PACKAGE / folder
-    return inside if inside.is_dir() else PACKAGE.parent / folder
+__all__ = ["create_app", "hookimpl", "ConfigError"]
 
 
 def create_app(config=None, plugins=(), strict=True):

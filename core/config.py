@@ -7,6 +7,17 @@ type of their default (integers, booleans ``1/true/yes``, comma-separated lists)
 
 import ipaddress
 import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped(folder: str) -> Path:
+    """A folder Portico ships (``templates``, ``migrations``): ``core/<folder>`` in an installed
+    package, the checkout's top-level ``<folder>`` otherwise (``setup.py`` maps one to the other)."""
+    inside = PACKAGE / folder
+    return inside if inside.is_dir() else PACKAGE.parent / folder
+
 
 ENV_PREFIX = "PORTICO_"
 CONFIG_FILE = "portico.cfg"

@@ -246,7 +246,7 @@ def invite_email(customer_id):
     return redirect(url_for(".customer", customer_id=found.id), 303)
 
 
-@bp.get("/customers/<customer_id>/export")
+@bp.post("/customers/<customer_id>/export")
 @merchant_required
 def export_customer(customer_id):
     """Everything held about the customer, as a JSON download (GDPR articles 15 and 20)."""

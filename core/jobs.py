@@ -6,10 +6,11 @@ job ids are set in one place.
 """
 
 import logging
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, g, has_app_context
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry, Worker
@@ -17,7 +18,6 @@ from rq.exceptions import DuplicateJobError
 
 from core.config import ConfigError
 from core.models import db, disconnect, locked, release
-from core.monitoring import request_id_var
 
 log = logging.getLogger("portico.jobs")
 
@@ -64,7 +64,7 @@ def enqueue(func, *args, job_id=None, retry=DEFAULT_RETRY, timeout=120, unique=F
     max_retries, intervals = retry
     try:
         return q.enqueue(func, *args, job_id=job_id, unique=unique and job_id is not None,
-                         meta={"request_id": request_id_var.get()},
+                         meta={"request_id": g.get("request_id") if has_app_context() else None},
                          job_timeout=timeout, failure_ttl=FAILURE_TTL, result_ttl=3600,
                          retry=Retry(max=max_retries, interval=intervals) if max_retries else None)
     except DuplicateJobError:
@@ -109,9 +109,9 @@ class PorticoWorker(Worker):
     app = None
 
     def perform_job(self, job, queue, execution):
-        token = request_id_var.set(job.meta.get("request_id"))
         started = time.perf_counter()
         with self.app.app_context():
+            g.request_id = job.meta.get("request_id")  # on its log lines and the jobs it queues
             try:
                 done = super().perform_job(job, queue, execution)
                 log.info("job %s %s %s in %.1fms", job.id, job.func_name, "finished" if done else "failed",
@@ -119,7 +119,6 @@ class PorticoWorker(Worker):
                 return done
             finally:
                 release()
-                request_id_var.reset(token)
 
 
 def run_worker(app, burst=False, startup=()):

@@ -655,8 +655,7 @@ def _migration_runners(app):
 
     from playhouse.migrations import Runner
 
-    from core import shipped
-    from core.config import ConfigError
+    from core.config import ConfigError, shipped
     from core.plugins import registry
 
     sources = [("", shipped("migrations"))]

@@ -2,8 +2,9 @@
 queues, optionally as JSON lines; and Prometheus metrics at ``/metrics``.
 
 Request id: taken from ``X-Request-ID`` when it looks like one (letters, digits, ``._:-``,
-up to 128), made otherwise; echoed in the response's ``X-Request-ID``, put on every log line
-written while the request (or a job it queued, see ``core.jobs``) runs.
+up to 128), made otherwise; kept in ``g.request_id``, echoed in the response's
+``X-Request-ID``, put on every log line written while the request runs, and carried by
+``core.jobs`` to the jobs it queues (and their log lines).
 
 Metrics come from two sources. HTTP requests (count and latency by endpoint, method and
 status) are counted in each process, with prometheus-client's multiprocess mode when
@@ -21,22 +22,17 @@ import os
 import re
 import secrets
 import time
-from contextvars import ContextVar
 from urllib.parse import quote
 
-from flask import Blueprint, abort, current_app, g, request
+from flask import Blueprint, abort, current_app, g, has_app_context, request
 from peewee import fn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from core.auth import RedactTokens
-
 log = logging.getLogger("portico.request")
 bp = Blueprint("monitoring", __name__)
 
-# The request id of the request or job being handled in this thread (None outside them).
-request_id_var: ContextVar[str | None] = ContextVar("portico_request_id", default=None)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 REQUESTS = Counter("portico_http_requests", "HTTP requests answered, by endpoint, method and status.",
@@ -52,7 +48,7 @@ class RequestIdFilter(logging.Filter):
     """Puts the current request id (or ``-``) on every record, as ``record.request_id``."""
 
     def filter(self, record):
-        record.request_id = request_id_var.get() or "-"
+        record.request_id = (g.get("request_id") if has_app_context() else None) or "-"
         return True
 
 
@@ -63,6 +59,8 @@ def configure_logging(app):
     """Log INFO and above to stderr, as text or (``LOG_FORMAT = "json"``) JSON lines with the
     request id and tokens redacted. Does nothing when logging is already set up (tests, an
     embedding server that configured the root logger)."""
+    from core.auth import RedactTokens  # core.auth → events → jobs → here: import when used
+
     root = logging.getLogger()
     if root.handlers:
         return
@@ -84,12 +82,13 @@ def configure_logging(app):
 def _start():
     header = request.headers.get("X-Request-ID", "")
     g.request_id = header if REQUEST_ID.fullmatch(header) else secrets.token_hex(16)
-    g.request_token = request_id_var.set(g.request_id)
     g.request_started = time.perf_counter()
 
 
 def _finish(response):
     """Count the request, say it in one log line, and echo its id."""
+    from core.auth import RedactTokens
+
     started = g.get("request_started")
     if started is None:  # a request that failed before ``_start`` ran
         return response
@@ -106,9 +105,9 @@ def _finish(response):
 
 
 def _forget(_exc):
-    token = g.pop("request_token", None)
-    if token is not None:
-        request_id_var.reset(token)
+    """Outside a request (tests keep one application context), the id is no longer current."""
+    g.pop("request_id", None)
+    g.pop("request_started", None)
 
 
 # --- Metrics --------------------------------------------------------------------------------

@@ -609,7 +609,7 @@ def profile(customer):
     return redirect(url_for(".profile"), 303)
 
 
-@bp.get("/profile/my-data.json")
+@bp.post("/profile/my-data.json")
 @portal_page
 def export_my_data(customer):
     """"Download my data": everything held about the signed-in customer, as a JSON file

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from core import shipped
+from core.config import shipped
 from core.hookspecs import hookimpl
 
 ASSETS = shipped("templates") / "invoice"

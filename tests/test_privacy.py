@@ -106,7 +106,7 @@ def test_the_api_exports_a_customer_of_the_keys_business_only(app, api, ann, eve
 def test_the_portal_profile_offers_download_my_data(client, everything, ann):
     profile = client.get("/portal/profile")
     assert "Download my data" in profile.text
-    download = client.get("/portal/profile/my-data.json")
+    download = client.post("/portal/profile/my-data.json", data={"csrf_token": csrf_token(profile.text)})
     assert download.status_code == 200
     assert download.headers["Content-Disposition"].startswith("attachment")
     assert json.loads(download.text)["customer"]["id"] == ann.id
@@ -221,5 +221,7 @@ def test_the_dashboard_erases_only_once_the_email_address_is_typed(merchant, ann
 
 
 def test_the_dashboard_exports_a_customer(merchant, ann):
-    download = merchant.get(f"/dashboard/customers/{ann.id}/export")
+    page = merchant.get(f"/dashboard/customers/{ann.id}")
+    download = merchant.post(f"/dashboard/customers/{ann.id}/export",
+                             data={"csrf_token": csrf_token(page.text)})
     assert download.status_code == 200 and json.loads(download.text)["customer"]["id"] == ann.id
