@@ -127,6 +127,14 @@ def day(value, style="long") -> str:
     return once("day", (value, style), lambda: format_date(value, style))
 
 
+def address_lines(address) -> list[str]:
+    """Jinja filter: a billing address as printed lines, its country named in the current
+    locale (``core.billing_details.address_lines``)."""
+    from core.billing_details import address_lines as lines
+
+    return lines(address, current_locale())
+
+
 def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
     """Compile each ``.po`` whose ``.mo`` is missing or older (``make`` does this at set-up;
     this keeps a checkout that skipped it from silently showing English)."""
@@ -164,7 +172,7 @@ def init_app(app):
     compile_catalogs()
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
-    app.jinja_env.filters.update(money=money, day=day)
+    app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),

@@ -33,7 +33,6 @@ from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
-
 from flask_babel import force_locale, get_locale
 from jinja2 import TemplateNotFound
 
