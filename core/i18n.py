@@ -8,6 +8,7 @@ browser's ``Accept-Language``; English. Jobs (e-mails, invoice PDFs) render unde
 """
 
 import os
+import re
 from pathlib import Path
 
 from babel.messages.mofile import write_mo
@@ -24,6 +25,8 @@ from flask import (
     url_for,
 )
 from flask_babel import Babel, format_date, get_locale, get_translations
+from jinja2 import pass_context
+from markupsafe import Markup
 from flask_login import current_user
 
 from core.models import Customer
@@ -135,6 +138,31 @@ def address_lines(address) -> list[str]:
     return lines(address, current_locale())
 
 
+# French elides "de", "le", "la" and "que" before a vowel ("d’Acme", "l’Atelier"); the
+# catalog writes them whole before a name it cannot see, and this finishes the job once the
+# name is in. An "h" is left alone: whether it elides depends on the word.
+_ELISION = {"fr": re.compile(r"\b([dDlL]|[qQ]u)[eaEA] (?=[aeiouàâæéèêëîïôœùûüAEIOUÀÂÆÉÈÊËÎÏÔŒÙÛÜ])")}
+
+
+def elide(text: str, locale: str | None = None) -> str:
+    """``text`` with the elisions its language makes where a name was put in (French:
+    "Passer de Acme Team" → "Passer d’Acme Team"). Markup stays Markup."""
+    rule = _ELISION.get((locale or current_locale()).split("_")[0])
+    if rule is None:
+        return text
+    elided = rule.sub(lambda match: match[1] + "’", text)
+    return Markup(elided) if isinstance(text, Markup) else elided
+
+
+@pass_context
+def _gettext(context, string, **variables):
+    """Jinja's new-style ``gettext`` (translate, escape, put the values in), then ``elide``."""
+    text = formats()["translations"].ugettext(string)
+    if context.eval_ctx.autoescape:
+        text = Markup(text)
+    return elide(text % variables)
+
+
 def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
     """Compile each ``.po`` whose ``.mo`` is missing or older (``make`` does this at set-up;
     this keeps a checkout that skipped it from silently showing English)."""
@@ -179,6 +207,7 @@ def init_app(app):
         pgettext=lambda c, s: formats()["translations"].upgettext(c, s),
         npgettext=lambda c, s, p, n: formats()["translations"].unpgettext(c, s, p, n),
         newstyle=True)
+    app.jinja_env.globals["gettext"] = _gettext  # "_" in templates: theirs, then elision
     app.before_request(_fresh_locale)
     app.context_processor(_template_context)
     app.register_blueprint(bp)
