@@ -51,7 +51,7 @@ from core.billing_details import (
     countries,
     country_name,
 )
-from core.i18n import LOCALES, current_locale, day, once, supported
+from core.i18n import LOCALES, current_locale, day, language_code, once, supported
 from core.jobs import enqueue
 from core.models import (
     Addon,
@@ -556,7 +556,7 @@ class ProfileForm(FlaskForm):
     name = StringField(lazy_gettext("Name"), validators=[
         InputRequired(lazy_gettext("Enter your name.")), Length(max=200), SingleLine(ONE_LINE)])
     phone = StringField(lazy_gettext("Phone"), validators=[Optional(), Length(max=40)])
-    locale = SelectField(lazy_gettext("Language"), choices=LOCALES)
+    locale = SelectField(lazy_gettext("Language"), choices=list(LOCALES.items()))
     country = SelectField(lazy_gettext("Country"), validators=[Optional()], choices=[])
     street = StringField(lazy_gettext("Street address"),
                          validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
@@ -661,7 +661,7 @@ def profile(customer):
     if not form.validate_on_submit():
         return profile_page(customer, form=form, status=400)
     Customer.update(name=form.name.data.strip(), phone_number=form.e164,
-                    preferred_locale=form.locale.data, billing_address=form.address,
+                    preferred_locale=language_code(form.locale.data), billing_address=form.address,
                     tax_id=form.checked_tax_id).where(Customer.id == customer.id).execute()
     customer.preferred_locale = form.locale.data
     refresh()  # say it in the language just chosen

@@ -37,7 +37,7 @@ from flask_babel import force_locale, get_locale
 from jinja2 import TemplateNotFound
 
 from core.hookspecs import hookimpl
-from core.i18n import customer_locale
+from core.i18n import customer_locale, html_lang, text_direction
 from core.models import AuditLog, Business, Customer, Invoice, utcnow
 from core.signin import duration
 
@@ -134,7 +134,7 @@ def _compose(notification, app, templates, business, customer, recipient) -> Ema
         "logo_src": f"cid:{logo_cid[1:-1]}" if logo else None,
         "portal_url": f"{app.config['BASE_URL']}{login}{business.id}",
         "link_valid_for": duration(app.config["MAGIC_LINK_TTL"]),
-        "lang": str(get_locale() or "en"),
+        "lang": html_lang(str(get_locale() or "en")), "dir": text_direction(str(get_locale() or "en")),
     }
     text_template, html_template = templates
     subject, _, text = text_template.render(context).strip().partition("\n")

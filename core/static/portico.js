@@ -42,6 +42,11 @@ document.addEventListener("DOMContentLoaded", () => {
     country.addEventListener("change", show);
   }
 
+  // The language switch posts the language as soon as it is chosen.
+  for (const select of document.querySelectorAll("select[data-submit-on-change]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
+
   // A charge in progress: ask its status every second, and show the outcome once it is known
   // (the page's <meta http-equiv="refresh"> does the same, more slowly, without script).
   const progress = document.querySelector("[data-poll]");
