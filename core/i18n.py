@@ -29,9 +29,9 @@ from flask import (
     url_for,
 )
 from flask_babel import Babel, format_date, get_locale, get_translations, gettext
+from flask_login import current_user
 from jinja2 import pass_context
 from markupsafe import Markup
-from flask_login import current_user
 
 from core.models import Customer
 from core.text import local_path

@@ -45,6 +45,7 @@ document.addEventListener("DOMContentLoaded", () => {
   // The language switch posts the language as soon as it is chosen.
   for (const select of document.querySelectorAll("select[data-submit-on-change]")) {
     select.addEventListener("change", () => select.form.submit());
+    for (const button of select.form.querySelectorAll("button[type=submit]")) button.hidden = true;
   }
 
   // A charge in progress: ask its status every second, and show the outcome once it is known
