@@ -17,7 +17,7 @@ from conftest import csrf_token
 from jinja2 import Environment
 from pypdf import PdfReader
 
-from core import auth, billing
+from core import auth
 from core.i18n import LOCALES, TRANSLATIONS, language_code
 from core.models import Customer, Invoice
 
