@@ -260,12 +260,13 @@ def page_of_payments(customer, page: int):
 @bp.get("/invoices/<invoice_id>.pdf")
 @portal_page
 def invoice_pdf(customer, invoice_id):
-    """An invoice as a PDF, in the customer's language (rendered once, then kept)."""
+    """An invoice as a PDF, in the language of the page (rendered once per language, then kept)."""
     invoice = Invoice.get_or_none((Invoice.id == invoice_id) & (Invoice.customer == customer))
     if invoice is None:
         abort(404)
     name = f"invoice-{invoice.display_number}.pdf"
-    return current_app.response_class(billing.invoice_pdf(invoice), mimetype="application/pdf",
+    return current_app.response_class(billing.invoice_pdf(invoice, current_locale()),
+                                      mimetype="application/pdf",
                                       headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

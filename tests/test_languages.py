@@ -148,6 +148,23 @@ def test_overview_billing_history_and_invoice_are_in_the_customers_language(
         assert "".join(translate("Bill to").split()).casefold() in printed.casefold()
 
 
+def test_a_customer_who_switches_language_downloads_the_invoice_in_the_new_one(client, customer_of):
+    customer, _, invoice = customer_of("en")
+    sign_in(client, customer)
+    english = client.get(f"/portal/invoices/{invoice.id}.pdf").data
+    page = client.get("/portal/billing").text
+    client.post("/language", data={"locale": "de", "next": "/portal/billing",
+                                   "csrf_token": csrf_token(page)})
+    german = client.get(f"/portal/invoices/{invoice.id}.pdf").data
+
+    text = {language: "".join(PdfReader(io.BytesIO(pdf)).pages[0].extract_text().split())
+            for language, pdf in (("en", english), ("de", german))}
+    assert "INVOICE" in text["en"] and "RECHNUNG" in text["de"]
+    assert invoice.display_number in text["de"] and "18,00" in text["de"]
+    assert sorted(row.locale for row in invoice.pdfs) == ["de", "en"]
+    assert client.get(f"/portal/invoices/{invoice.id}.pdf").data == german  # kept, not re-rendered
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("locale", list(LOCALES))
 def test_the_overview_at_360_px_in_each_language(locale, served, page, customer_of):
