@@ -162,6 +162,7 @@ def test_a_customer_who_switches_language_downloads_the_invoice_in_the_new_one(c
     assert "INVOICE" in text["en"] and "RECHNUNG" in text["de"]
     assert invoice.display_number in text["de"] and "18,00" in text["de"]
     assert sorted(row.locale for row in invoice.pdfs) == ["de", "en"]
+    assert "Seite1von1" in text["de"] and "Page1of1" in text["en"]
     assert client.get(f"/portal/invoices/{invoice.id}.pdf").data == german  # kept, not re-rendered
 
 

@@ -7,6 +7,7 @@ from conftest import csrf_token
 from test_mail import notification, notify
 
 from core.models import AuditLog, Customer
+from plugins.mail import outbox_messages
 
 
 def smtp_app_for(make_app, server, **config):
@@ -72,6 +73,13 @@ def test_a_non_ascii_local_part_without_smtputf8_is_recorded_as_failed_not_sent(
     assert failure.detail == {"type": "customer.sign_in_link",
                               "reason": "the SMTP server does not offer SMTPUTF8, "
                                         "which a non-ASCII address needs"}
+
+
+def test_the_log_outbox_keeps_the_domain_in_idna_too(app, business, kim):
+    notify(app, notification(business, kim, link="http://portal.test/session/x"))
+
+    [message] = outbox_messages(app)
+    assert message["To"] == "Kim <kim@xn--bcher-kva.de>"
 
 
 def test_the_sign_in_form_finds_the_customer_whatever_the_case_or_form_of_the_domain(
