@@ -163,6 +163,29 @@ def day(value, style="long") -> str:
     return once("day", (value, style), lambda: format_date(value, style))
 
 
+def invoice_line(line: dict) -> str:
+    """Jinja filter: an invoice line worded now, in the current locale, from the facts it keeps
+    (``kind``, ``product_name``, ``quantity`` or ``plan_quantity``, ``period_start``,
+    ``period_end``: ``core.billing.plan_lines``); a line issued before lines kept their facts
+    reads as it was written."""
+    product = line.get("product_name")
+    if not product:
+        return line.get("description") or ""
+    kind, start, end = line.get("kind"), line.get("period_start"), line.get("period_end")
+    if kind == "refund":
+        return gettext("Refund: %(product)s", product=product)
+    if kind == "plan_change":
+        quantity = line.get("plan_quantity") or line.get("quantity") or 1
+        if end:
+            return gettext("%(product)s × %(quantity)s, prorated until %(date)s", product=product,
+                           quantity=quantity, date=day(end, "medium"))
+        return gettext("%(product)s × %(quantity)s", product=product, quantity=quantity)
+    if start and end:
+        return gettext("%(product)s (%(start)s – %(end)s)", product=product,
+                       start=day(start, "medium"), end=day(end, "medium"))
+    return product
+
+
 def address_lines(address) -> list[str]:
     """Jinja filter: a billing address as printed lines, its country named in the current
     locale (``core.billing_details.address_lines``)."""
@@ -248,7 +271,8 @@ def init_app(app):
     compile_catalogs()
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
-    app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines)
+    app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
+                                 invoice_line=invoice_line)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),
