@@ -557,7 +557,7 @@ class ProfileForm(FlaskForm):
     name = StringField(lazy_gettext("Name"), validators=[
         InputRequired(lazy_gettext("Enter your name.")), Length(max=200), SingleLine(ONE_LINE)])
     phone = StringField(lazy_gettext("Phone"), validators=[Optional(), Length(max=40)])
-    locale = SelectField(lazy_gettext("Language"), choices=list(LOCALES.items()))
+    locale = SelectField(lazy_gettext("Language"), choices=LOCALES)
     country = SelectField(lazy_gettext("Country"), validators=[Optional()], choices=[])
     street = StringField(lazy_gettext("Street address"),
                          validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
@@ -571,7 +571,7 @@ class ProfileForm(FlaskForm):
     def __init__(self, *args, region=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.region, self.e164, self.address, self.checked_tax_id = region, None, None, None
-        self.country.choices = [("", _("Choose a country"))] + countries(current_locale())
+        self.country.choices = {"": _("Choose a country"), **dict(countries(current_locale()))}
 
     def validate_name(self, field):
         if not (field.data or "").strip():
