@@ -1,6 +1,6 @@
-"""Every script a customer's name or address can hold prints on their invoice: the fonts the
-set-up installs hold a glyph for each character (no ``.notdef`` box), checked with fontTools in
-the fonts embedded in the PDF."""
+"""Every script a customer's name or address can hold prints on their invoice (the fonts the
+set-up installs hold a glyph for each character: no ``.notdef`` box, checked with fontTools in
+the fonts embedded in the PDF) and travels intact in their e-mails."""
 
 import io
 import re
@@ -8,9 +8,12 @@ import re
 import pytest
 from fontTools.ttLib import TTFont
 from pypdf import PdfReader
+from test_mail import notification, notify
 from test_pdf import make_invoice, pdf_text
 
 from core.billing import invoice_pdf
+from core.models import Customer
+from plugins.mail import outbox_messages
 
 # A name and an address as a customer of each script would type them.
 SCRIPTS = {
@@ -75,3 +78,15 @@ def test_a_character_no_font_holds_is_found(app, business, customer):
     invoice = make_invoice(business, customer, buyer={"name": "Ann \ue000", "email": customer.email})
 
     assert glyphs_without_outline(invoice_pdf(invoice)) != []
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_an_email_carries_a_name_in(script, app, business):
+    name = SCRIPTS[script][0]
+    customer = Customer.create(business=business, mode="test", email="kim@example.com", name=name)
+    notify(app, notification(business, customer, link="http://portal.test/session/x"))
+
+    [message] = outbox_messages(app)
+    assert message["To"].addresses[0].display_name == name
+    assert name in message.get_body(("plain",)).get_content()
+    assert name in message.get_body(("html",)).get_content()
