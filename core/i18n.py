@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from babel import Locale as BabelLocale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import (
@@ -42,6 +43,8 @@ LOCALES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español"
            "sv": "Svenska", "ja": "日本語", "zh_Hans": "简体中文", "ar": "العربية"}
 BY_LANGUAGE = {locale.split("_")[0]: locale for locale in LOCALES}
 TRADITIONAL_CHINESE = {"hant", "tw", "hk", "mo"}  # written with other characters: not zh_Hans
+RIGHT_TO_LEFT = {locale for locale in LOCALES
+                 if BabelLocale.parse(locale).character_order == "right-to-left"}
 DEFAULT_LOCALE = "en"
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 MERCHANT_PAGES = {"dashboard", "api"}  # blueprints in English; every other page is a customer's
@@ -71,9 +74,7 @@ def html_lang(locale: str) -> str:
 
 def text_direction(locale: str) -> str:
     """``rtl`` for a language written right to left (Arabic), else ``ltr``."""
-    from babel import Locale
-
-    return "rtl" if Locale.parse(locale).character_order == "right-to-left" else "ltr"
+    return "rtl" if locale in RIGHT_TO_LEFT else "ltr"
 
 
 def customer_locale(customer) -> str:
@@ -269,6 +270,9 @@ def _template_context():
 def init_app(app):
     """Babel for ``app``: the selector, the ``money``/``day`` filters, the language switch."""
     compile_catalogs()
+    from core.billing_details import load_address_data
+
+    load_address_data(LOCALES)  # once per process, so no request fills a cache
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
     app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
