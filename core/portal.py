@@ -561,12 +561,14 @@ class ProfileForm(FlaskForm):
     country = SelectField(lazy_gettext("Country"), validators=[Optional()], choices=[])
     street = StringField(lazy_gettext("Street address"),
                          validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
-    city = StringField(lazy_gettext("City"), validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
+    city = StringField(lazy_gettext("City"),
+                       validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
     zipcode = StringField(lazy_gettext("Postal code"),
                           validators=[Optional(), Length(max=40), SingleLine(ONE_LINE)])
     state = StringField(lazy_gettext("State, province or region"),
                         validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
-    tax_id = StringField(lazy_gettext("Tax ID"), validators=[Optional(), Length(max=64), SingleLine(ONE_LINE)])
+    tax_id = StringField(lazy_gettext("Tax ID"),
+                         validators=[Optional(), Length(max=64), SingleLine(ONE_LINE)])
 
     def __init__(self, *args, region=None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -172,6 +172,7 @@ def test_the_overview_at_360_px_in_each_language(locale, served, page, customer_
     customer, _, _ = customer_of(locale)
     page.set_viewport_size({"width": 360, "height": 800})
     page.goto(auth.sign_in_link(customer))
+    page.locator("form[data-continue] button").click()
     page.wait_for_url(f"{served}/portal/")
     page.screenshot_as(f"overview-{locale}", width=360)
 
