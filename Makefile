@@ -6,7 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+# Fonts: DejaVu (Latin, Greek, Cyrillic), Noto (Arabic, Hebrew, Devanagari, Thai) and WenQuanYi
+# Micro Hei (Chinese, Japanese, Korean: 1.6 MB, where fonts-noto-cjk is 56 MB), so an invoice
+# prints any customer's name and address.
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+	fonts-noto-core fonts-wqy-microhei
 TEST_SYSTEM_PACKAGES := chromium poppler-utils openssl postgresql-client redis-server
 
 .PHONY: run test test-sqlite test-postgresql system-deps test-system-deps clean

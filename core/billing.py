@@ -29,6 +29,7 @@ from core.models import (
     Business,
     Customer,
     Invoice,
+    InvoicePdf,
     InvoiceSequence,
     Payment,
     PaymentMethod,
@@ -808,18 +809,23 @@ def render_invoice_html(invoice: Invoice, locale: str | None = None) -> str:
                                money=lambda amount, currency: format_money(amount, currency, locale))
 
 
-def invoice_pdf(invoice: Invoice) -> bytes:
-    """The invoice's PDF: rendered once through the ``render_invoice`` hook, then kept in the
-    database so every web process serves the same bytes."""
-    if invoice.pdf:
-        return bytes(invoice.pdf)
+def invoice_pdf(invoice: Invoice, locale: str | None = None) -> bytes:
+    """The invoice's PDF in ``locale`` (default: the customer's language now): rendered once
+    per language through the ``render_invoice`` hook, then kept in the database
+    (``InvoicePdf``) so every web process serves the same bytes. The facts printed never
+    change after issue; only their wording follows the language."""
+    from core.i18n import customer_locale
     from core.plugins import registry
 
-    pdf = registry().pm.hook.render_invoice(invoice=invoice, html=render_invoice_html(invoice),
+    locale = locale or customer_locale(invoice.customer)
+    kept = InvoicePdf.get_or_none((InvoicePdf.invoice == invoice.id) & (InvoicePdf.locale == locale))
+    if kept is not None:
+        return bytes(kept.pdf)
+    pdf = registry().pm.hook.render_invoice(invoice=invoice, html=render_invoice_html(invoice, locale),
                                             app=current_app._get_current_object())
     if not pdf:
         raise RuntimeError("no invoice renderer answered: enable the pdf plugin or install one")
-    Invoice.update(pdf=pdf).where((Invoice.id == invoice.id) & Invoice.pdf.is_null()).execute()
+    InvoicePdf.insert(invoice=invoice.id, locale=locale, pdf=pdf).on_conflict_ignore().execute()
     return pdf
 
 

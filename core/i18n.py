@@ -1,15 +1,21 @@
-"""Languages: English and French with Flask-Babel, for every page and e-mail a customer sees.
+"""Languages: twelve, with Flask-Babel, for every page, e-mail and invoice a customer sees.
 
 The locale is, in order: the signed-in customer's ``preferred_locale``; the choice made with
 the language switch (kept in the session, and saved to the customer when signed in); the
 browser's ``Accept-Language``; English. Jobs (e-mails, invoice PDFs) render under
 ``flask_babel.force_locale(customer_locale(customer))``. Catalogs live in ``core/translations``
 (``.po`` in the repository, ``.mo`` compiled by the set-up, or here when missing or stale).
+
+Locales are Babel's names (``pt_BR``, ``zh_Hans``); a customer's ``preferred_locale`` keeps
+Dodo's language code (``pt``, ``zh``), which ``supported`` maps to ours. Arabic is written
+right to left: pages and invoices get ``dir="rtl"`` and mirror through CSS logical properties.
 """
 
 import os
+import re
 from pathlib import Path
 
+from babel import Locale as BabelLocale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import (
@@ -23,25 +29,52 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import Babel, format_date, get_locale, get_translations
+from flask_babel import Babel, format_date, get_locale, get_translations, gettext
 from flask_login import current_user
+from jinja2 import pass_context
+from markupsafe import Markup
 
 from core.models import Customer
 from core.text import local_path
 
-LOCALES = {"en": "English", "fr": "Français"}
+# Each language named in itself, for the language switch
+LOCALES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español",
+           "it": "Italiano", "pt_BR": "Português (Brasil)", "nl": "Nederlands", "pl": "Polski",
+           "sv": "Svenska", "ja": "日本語", "zh_Hans": "简体中文", "ar": "العربية"}
+BY_LANGUAGE = {locale.split("_")[0]: locale for locale in LOCALES}
+TRADITIONAL_CHINESE = {"hant", "tw", "hk", "mo"}  # written with other characters: not zh_Hans
+RIGHT_TO_LEFT = {locale for locale in LOCALES
+                 if BabelLocale.parse(locale).character_order == "right-to-left"}
 DEFAULT_LOCALE = "en"
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
-CUSTOMER_PAGES = {"signin", "portal", "i18n", None}  # blueprints shown in the customer's language
+MERCHANT_PAGES = {"dashboard", "api"}  # blueprints in English; every other page is a customer's
 
 bp = Blueprint("i18n", __name__)
 babel = Babel()
 
 
 def supported(locale: str | None) -> str | None:
-    """``locale`` (``fr``, ``fr-CA``, ``fr_FR``) as one of ``LOCALES``, or ``None``."""
-    language = (locale or "").replace("-", "_").split("_")[0].lower()
-    return language if language in LOCALES else None
+    """``locale`` (``fr``, ``fr-CA``, ``pt``, ``zh-CN``, ``zh_Hans``) as one of ``LOCALES``,
+    or ``None`` (Traditional Chinese is not Simplified Chinese)."""
+    parts = (locale or "").replace("-", "_").lower().split("_")
+    if parts[0] == "zh" and TRADITIONAL_CHINESE & set(parts[1:]):
+        return None
+    return BY_LANGUAGE.get(parts[0])
+
+
+def language_code(locale: str) -> str:
+    """What a customer's ``preferred_locale`` keeps: Dodo's language code (``pt_BR`` → ``pt``)."""
+    return locale.split("_")[0]
+
+
+def html_lang(locale: str) -> str:
+    """``locale`` as HTML's ``lang`` wants it (BCP 47): ``pt_BR`` → ``pt-BR``."""
+    return locale.replace("_", "-")
+
+
+def text_direction(locale: str) -> str:
+    """``rtl`` for a language written right to left (Arabic), else ``ltr``."""
+    return "rtl" if locale in RIGHT_TO_LEFT else "ltr"
 
 
 def customer_locale(customer) -> str:
@@ -56,8 +89,12 @@ def select_locale() -> str:
     user = current_user
     if getattr(user, "is_customer", False) and supported(user.customer.preferred_locale):
         return supported(user.customer.preferred_locale)
-    return (supported(session.get("locale"))
-            or request.accept_languages.best_match(list(LOCALES)) or DEFAULT_LOCALE)
+    if supported(session.get("locale")):
+        return supported(session.get("locale"))
+    for language, _quality in request.accept_languages:  # best first
+        if supported(language):
+            return supported(language)
+    return DEFAULT_LOCALE
 
 
 def current_locale() -> str:
@@ -73,7 +110,7 @@ def choose_language():
         abort(400, "Unknown language.")
     session["locale"] = locale
     if current_user.is_customer:
-        Customer.update(preferred_locale=locale).where(
+        Customer.update(preferred_locale=language_code(locale)).where(
             Customer.id == current_user.customer.id).execute()
     return redirect(local_path(request.form.get("next")) or url_for("portal.home"), 303)
 
@@ -127,6 +164,75 @@ def day(value, style="long") -> str:
     return once("day", (value, style), lambda: format_date(value, style))
 
 
+def invoice_line(line: dict) -> str:
+    """Jinja filter: an invoice line worded now, in the current locale, from the facts it keeps
+    (``kind``, ``product_name``, ``quantity`` or ``plan_quantity``, ``period_start``,
+    ``period_end``: ``core.billing.plan_lines``); a line issued before lines kept their facts
+    reads as it was written."""
+    product = line.get("product_name")
+    if not product:
+        return line.get("description") or ""
+    kind, start, end = line.get("kind"), line.get("period_start"), line.get("period_end")
+    if kind == "refund":
+        return gettext("Refund: %(product)s", product=product)
+    if kind == "plan_change":
+        quantity = line.get("plan_quantity") or line.get("quantity") or 1
+        if end:
+            return gettext("%(product)s × %(quantity)s, prorated until %(date)s", product=product,
+                           quantity=quantity, date=day(end, "medium"))
+        return gettext("%(product)s × %(quantity)s", product=product, quantity=quantity)
+    if start and end:
+        return gettext("%(product)s (%(start)s – %(end)s)", product=product,
+                       start=day(start, "medium"), end=day(end, "medium"))
+    return product
+
+
+def address_lines(address) -> list[str]:
+    """Jinja filter: a billing address as printed lines, its country named in the current
+    locale (``core.billing_details.address_lines``)."""
+    from core.billing_details import address_lines as lines
+
+    return lines(address, current_locale())
+
+
+# French elides "de", "le", "la" and "que" before a vowel ("d’Acme", "l’Atelier"); the
+# catalog writes them whole before a name it cannot see, and this finishes the job once the
+# name is in. An "h" is left alone: whether it elides depends on the word.
+_ELISION = {"fr": re.compile(r"\b([dDlL]|[qQ]u)[eaEA] (?=[aeiouàâæéèêëîïôœùûüAEIOUÀÂÆÉÈÊËÎÏÔŒÙÛÜ])")}
+
+
+def elide(text: str, locale: str | None = None) -> str:
+    """``text`` with the elisions its language makes where a name was put in (French:
+    "Passer de Acme Team" → "Passer d’Acme Team"). Markup stays Markup."""
+    rule = _ELISION.get((locale or current_locale()).split("_")[0])
+    if rule is None:
+        return text
+    elided = rule.sub(lambda match: match[1] + "’", text)
+    return Markup(elided) if isinstance(text, Markup) else elided
+
+
+@pass_context
+def _gettext(context, string, **variables):
+    """Jinja's new-style ``gettext`` (translate, escape, put the values in), then ``elide``."""
+    text = formats()["translations"].ugettext(string)
+    if context.eval_ctx.autoescape:
+        text = Markup(text)
+    return elide(text % variables)
+
+
+def page_numbers_css() -> str:
+    """The CSS ``content`` of an invoice's page footer in the current locale:
+    ``"Page " counter(page) " of " counter(pages)``, words translated."""
+    words = gettext("Page %(page)s of %(pages)s")  # no values: the placeholders stay
+    quoted = []
+    for part in re.split(r"(%\((?:page|pages)\)s)", words):
+        if part in ("%(page)s", "%(pages)s"):
+            quoted.append(f"counter({part[2:-2]})")
+        elif part:
+            quoted.append('"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return Markup(" ".join(quoted).replace("<", "\\3C "))  # CSS text, never a tag
+
+
 def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:
     """Compile each ``.po`` whose ``.mo`` is missing or older (``make`` does this at set-up;
     this keeps a checkout that skipped it from silently showing English)."""
@@ -152,25 +258,33 @@ def _fresh_locale():
 
 
 def _template_context():
-    """``lang`` for ``<html lang>`` and the language switch, on the pages customers see."""
-    if has_request_context() and request.blueprint not in CUSTOMER_PAGES:
+    """``lang`` and ``dir`` for ``<html>``, and the language switch (``locale`` is the current
+    one of ``locales``), on the pages customers see."""
+    if has_request_context() and request.blueprint in MERCHANT_PAGES:
         return {}
     locale = current_locale()
-    return {"lang": locale, "locales": LOCALES}
+    return {"lang": html_lang(locale), "dir": text_direction(locale), "locale": locale,
+            "locales": LOCALES}
 
 
 def init_app(app):
     """Babel for ``app``: the selector, the ``money``/``day`` filters, the language switch."""
     compile_catalogs()
+    from core.billing_details import load_address_data
+
+    load_address_data(LOCALES)  # once per process, so no request fills a cache
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
-    app.jinja_env.filters.update(money=money, day=day)
+    app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
+                                 invoice_line=invoice_line)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),
         pgettext=lambda c, s: formats()["translations"].upgettext(c, s),
         npgettext=lambda c, s, p, n: formats()["translations"].unpgettext(c, s, p, n),
         newstyle=True)
+    app.jinja_env.globals["gettext"] = _gettext  # "_" in templates: theirs, then elision
+    app.jinja_env.globals["page_numbers_css"] = page_numbers_css
     app.before_request(_fresh_locale)
     app.context_processor(_template_context)
     app.register_blueprint(bp)

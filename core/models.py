@@ -451,7 +451,6 @@ class Invoice(BaseModel):
     seller = JSONField()  # the business's details at issue
     buyer = JSONField()  # the customer's details at issue
     payment_details = JSONField(default=dict)  # method and status at issue
-    pdf = pw.BlobField(null=True)  # rendered once, then served from here
 
     class Meta:
         id_prefix = "inv"
@@ -461,6 +460,21 @@ class Invoice(BaseModel):
     def display_number(self) -> str:
         prefix = "T-" if self.mode == "test" else ""
         return f"{prefix}{self.number:06d}"
+
+
+class InvoicePdf(pw.Model):
+    """An invoice's PDF in one language, rendered once and then served from here: a customer
+    who changes language downloads the same invoice, worded in the new one."""
+
+    invoice = pw.ForeignKeyField(Invoice, backref="pdfs", on_delete="CASCADE")
+    locale = pw.CharField(max_length=16)
+    pdf = pw.BlobField()
+    created_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        primary_key = pw.CompositeKey("invoice", "locale")
 
 
 class LicenseKey(BaseModel):
@@ -640,7 +654,7 @@ newest_first(Subscription, Subscription.business, Subscription.mode, name="subsc
 newest_first(Customer, Customer.business, Customer.mode, name="customer_business_newest")
 
 MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
-          Subscription, Payment, InvoiceSequence, Invoice, LicenseKey, LicenseKeyInstance,
+          Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, LicenseKey, LicenseKeyInstance,
           PortalToken, PortalSession, MerchantSession, AuditLog, WebhookEndpoint, Event, Delivery]
 
 

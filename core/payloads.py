@@ -38,7 +38,9 @@ def customer_limited(customer: Customer) -> dict:
 def customer(record: Customer) -> dict:
     return {**customer_limited(record), "business_id": record.business_id,
             "created_at": iso(record.created_at), "preferred_locale": record.preferred_locale,
-            "blocked_at": iso(record.blocked_at), "blocklist_entry_id": None}
+            "blocked_at": iso(record.blocked_at), "blocklist_entry_id": None,
+            "billing_address": billing_address(record.billing_address) if record.billing_address
+            else None, "tax_id": record.tax_id}
 
 
 def billing_address(value) -> dict:

@@ -44,7 +44,15 @@ from wtforms.validators import (
 
 from core import auth, billing, licensing
 from core.auth import client_ip, customer_required
-from core.i18n import LOCALES, current_locale, day, once, supported
+from core.billing_details import (
+    InvalidBillingDetails,
+    address_rules,
+    check_tax_id,
+    clean_address,
+    countries,
+    country_name,
+)
+from core.i18n import LOCALES, current_locale, day, language_code, once, supported
 from core.jobs import enqueue
 from core.models import (
     Addon,
@@ -253,12 +261,13 @@ def page_of_payments(customer, page: int):
 @bp.get("/invoices/<invoice_id>.pdf")
 @portal_page
 def invoice_pdf(customer, invoice_id):
-    """An invoice as a PDF, in the customer's language (rendered once, then kept)."""
+    """An invoice as a PDF, in the language of the page (rendered once per language, then kept)."""
     invoice = Invoice.get_or_none((Invoice.id == invoice_id) & (Invoice.customer == customer))
     if invoice is None:
         abort(404)
     name = f"invoice-{invoice.display_number}.pdf"
-    return current_app.response_class(billing.invoice_pdf(invoice), mimetype="application/pdf",
+    return current_app.response_class(billing.invoice_pdf(invoice, current_locale()),
+                                      mimetype="application/pdf",
                                       headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -543,24 +552,70 @@ def deactivate(customer, key_id, instance_id):
 
 
 class ProfileForm(FlaskForm):
-    name = StringField(lazy_gettext("Name"), validators=[Length(max=200), SingleLine(ONE_LINE)])
+    """Name, phone, language and billing details. The phone is read with the billing country
+    as its default country; the country picker lists names in the page's language."""
+
+    name = StringField(lazy_gettext("Name"), validators=[
+        InputRequired(lazy_gettext("Enter your name.")), Length(max=200), SingleLine(ONE_LINE)])
     phone = StringField(lazy_gettext("Phone"), validators=[Optional(), Length(max=40)])
     locale = SelectField(lazy_gettext("Language"), choices=LOCALES)
+    country = SelectField(lazy_gettext("Country"), validators=[Optional()], choices=[])
+    street = StringField(lazy_gettext("Street address"),
+                         validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
+    city = StringField(lazy_gettext("City"),
+                       validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
+    zipcode = StringField(lazy_gettext("Postal code"),
+                          validators=[Optional(), Length(max=40), SingleLine(ONE_LINE)])
+    state = StringField(lazy_gettext("State, province or region"),
+                        validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)])
+    tax_id = StringField(lazy_gettext("Tax ID"),
+                         validators=[Optional(), Length(max=64), SingleLine(ONE_LINE)])
 
     def __init__(self, *args, region=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.region, self.e164 = region, None
+        self.region, self.e164, self.address, self.checked_tax_id = region, None, None, None
+        self.country.choices = {"": _("Choose a country"), **dict(countries(current_locale()))}
+
+    def validate_name(self, field):
+        if not (field.data or "").strip():
+            raise ValidationError(_("Enter your name."))
 
     def validate_phone(self, field):
-        """Keep the number in E.164 (``+33612345678``), read with the customer's country."""
+        """Keep the number in E.164 (``+33612345678``), read with the billing country (the one
+        chosen on this form, else the one on file)."""
         try:
-            number = phonenumbers.parse(field.data, self.region)
+            number = phonenumbers.parse(field.data, self.country.data or self.region)
         except phonenumbers.NumberParseException:
             number = None
         if number is None or not phonenumbers.is_valid_number(number):
             raise ValidationError(_("Enter a valid phone number with its country code, "
                                     "such as +33 6 12 34 56 78."))
         self.e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    def validate(self, extra_validators=None):
+        """The field checks, then the billing address and tax ID (``core.billing_details``)."""
+        if not super().validate(extra_validators):
+            return False
+        country = self.country.data or None
+        fields = {name: getattr(self, name).data for name in ("street", "city", "zipcode", "state")}
+        if any((value or "").strip() for value in fields.values()) and not country:
+            self.country.errors.append(_("Choose the country of this address."))
+            return False
+        try:
+            self.address = clean_address({**fields, "country": country}, check_postal_code=True)
+        except InvalidBillingDetails:
+            self.zipcode.errors.append(_("This postal code does not fit %(country)s.",
+                                         country=country_name(country, current_locale())))
+            return False
+        try:
+            self.checked_tax_id = check_tax_id(self.tax_id.data, country)
+        except InvalidBillingDetails:
+            self.tax_id.errors.append(
+                _("This tax ID is not valid for %(country)s.",
+                  country=country_name(country, current_locale())) if country
+                else _("This tax ID is not valid."))
+            return False
+        return True
 
 
 class EmailChangeForm(FlaskForm):
@@ -570,12 +625,19 @@ class EmailChangeForm(FlaskForm):
 
 
 def profile_page(customer, form=None, email_form=None, reauthenticate=False, status=200):
-    region = (customer.billing_address or {}).get("country")
+    address = customer.billing_address or {}
     if form is None:
-        form = ProfileForm(region=region, data={"name": customer.name, "locale": lang_of(customer),
-                                                "phone": phone_for_people(customer.phone_number)})
+        form = ProfileForm(region=address.get("country"), data={
+            "name": customer.name, "locale": lang_of(customer),
+            "phone": phone_for_people(customer.phone_number), "tax_id": customer.tax_id or "",
+            **{name: address.get(name) or "" for name in ("country", "street", "city", "zipcode", "state")}})
     return render("portal/profile.html", form=form, email_form=email_form or EmailChangeForm(),
-                  reauthenticate=reauthenticate), status
+                  reauthenticate=reauthenticate, address_rules=address_rules_by_country()), status
+
+
+def address_rules_by_country() -> dict:
+    """``{country: [has postal code, has state]}``: which address fields the profile shows."""
+    return {code: list(address_rules(code)[:2]) for code, _ in countries("en")}
 
 
 def lang_of(customer) -> str:
@@ -595,14 +657,16 @@ def phone_for_people(e164: str | None) -> str:
 @bp.route("/profile", methods=["GET", "POST"])
 @portal_page
 def profile(customer):
-    """Name, phone (stored E.164) and language; the e-mail address has its own form."""
+    """Name, phone (stored E.164), language and billing details; the e-mail address has its
+    own form."""
     if request.method == "GET":
         return profile_page(customer)
     form = ProfileForm(region=(customer.billing_address or {}).get("country"))
     if not form.validate_on_submit():
         return profile_page(customer, form=form, status=400)
     Customer.update(name=form.name.data.strip(), phone_number=form.e164,
-                    preferred_locale=form.locale.data).where(Customer.id == customer.id).execute()
+                    preferred_locale=language_code(form.locale.data), billing_address=form.address,
+                    tax_id=form.checked_tax_id).where(Customer.id == customer.id).execute()
     customer.preferred_locale = form.locale.data
     refresh()  # say it in the language just chosen
     flash(_("Your profile is saved."))

@@ -9,7 +9,11 @@ The first line of the ``.txt`` template is the subject, the rest is the plain-te
 they are rendered in the customer's language (``_()`` is Flask-Babel's gettext).
 
 With ``SMTP_HOST`` set, messages go out by SMTP; a transient failure raises so the delivery
-job is retried, a permanent refusal is logged. Without it, they are appended to the mbox file
+job is retried, a permanent refusal is logged and recorded (an ``AuditLog`` row
+``email.failed`` with its reason). Addresses travel as the wire needs them (RFC 6531/5890):
+the domain in IDNA (``kim@xn--bcher-kva.de``, as ``email-validator`` gives it) while people
+see it in Unicode; a non-ASCII local part needs a server offering SMTPUTF8, and without one
+the message is recorded as failed, never as sent. Without it, they are appended to the mbox file
 ``MAIL_OUTBOX`` and summed up on the ``portico.mail`` log, sign-in link included, so a
 developer running the demo can follow the links.
 """
@@ -29,12 +33,13 @@ from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
+from email_validator import EmailNotValidError, validate_email
 from flask_babel import force_locale, get_locale
 from jinja2 import TemplateNotFound
 
 from core.hookspecs import hookimpl
-from core.i18n import customer_locale
-from core.models import Business, Customer, Invoice, utcnow
+from core.i18n import customer_locale, html_lang, text_direction
+from core.models import AuditLog, Business, Customer, Invoice, utcnow
 from core.signin import duration
 
 log = logging.getLogger("portico.mail")
@@ -67,7 +72,12 @@ def notify(notification, app):
     with force_locale(customer_locale(customer)):
         message = _compose(notification, app, templates, business, customer, recipient)
     if app.config["SMTP_HOST"]:
-        _send(message, app.config)
+        failure = _send(message, app.config)
+        if failure:
+            log.warning("mail to %s not sent: %s", message["To"], failure)
+            AuditLog.create(business=business.id, mode=notification.mode,
+                            customer=customer.id if customer else None, event="email.failed",
+                            outcome="failed", detail={"type": notification.type, "reason": failure})
     else:
         _append_to_outbox(message, app.config["MAIL_OUTBOX"])
         link = notification.secrets.get("link") if app.config["ENV"] != "production" else None
@@ -87,6 +97,17 @@ def outbox_messages(app) -> list[EmailMessage]:
         return list(box)
     finally:
         box.close()
+
+
+def wire_address(name: str, address: str) -> Address:
+    """The mailbox ``name <address>`` as it travels in SMTP commands and headers: the domain in
+    IDNA ASCII (``kim@bücher.de`` → ``kim@xn--bcher-kva.de``), the local part as it is
+    (RFC 6531: a non-ASCII one needs SMTPUTF8)."""
+    try:
+        valid = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return Address(name, addr_spec=address)
+    return Address(name, username=valid.local_part, domain=valid.ascii_domain)
 
 
 def _environment(app):
@@ -116,7 +137,7 @@ def _compose(notification, app, templates, business, customer, recipient) -> Ema
         "logo_src": f"cid:{logo_cid[1:-1]}" if logo else None,
         "portal_url": f"{app.config['BASE_URL']}{login}{business.id}",
         "link_valid_for": duration(app.config["MAGIC_LINK_TTL"]),
-        "lang": str(get_locale() or "en"),
+        "lang": html_lang(str(get_locale() or "en")), "dir": text_direction(str(get_locale() or "en")),
     }
     text_template, html_template = templates
     subject, _, text = text_template.render(context).strip().partition("\n")
@@ -124,8 +145,8 @@ def _compose(notification, app, templates, business, customer, recipient) -> Ema
     html = html_template.render(context, subject=subject)
 
     message = EmailMessage()
-    message["From"] = Address(business.name, addr_spec=sender)
-    message["To"] = Address(customer.name if customer else "", addr_spec=recipient)
+    message["From"] = wire_address(business.name, sender)
+    message["To"] = wire_address(customer.name if customer else "", recipient)
     message["Subject"] = subject
     message["Date"] = utcnow()
     message["Message-ID"] = make_msgid(domain=domain)
@@ -207,15 +228,24 @@ def production_checks(app):
     return {"smtp": _check_smtp}
 
 
-def _send(message, config):
-    """Send by SMTP; raise on a transient failure, log a permanent (5xx) refusal."""
+def _send(message, config) -> str | None:
+    """Send by SMTP; raise on a transient failure. Returns why the message could not be sent
+    for good (a 5xx refusal, or a non-ASCII address the server cannot take without SMTPUTF8),
+    or ``None`` once the server accepted it. ``smtplib`` asks for SMTPUTF8 by itself when an
+    address needs it and the server offers it."""
     try:
         with _smtp(config) as smtp:
             smtp.send_message(message)
+    except smtplib.SMTPNotSupportedError as error:
+        if "SMTPUTF8" not in str(error):  # e.g. no AUTH: the settings are wrong, so retry
+            raise
+        return "the SMTP server does not offer SMTPUTF8, which a non-ASCII address needs"
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as error:
         if not _refused_for_good(error):
             raise
         log.warning("mail to %s refused for good: %s", message["To"], error)
+        return f"refused for good: {error}"
+    return None
 
 
 def _refused_for_good(error) -> bool:

@@ -451,9 +451,21 @@ class Inbox:
 
 @pytest.fixture
 def inbox():
-    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives; it
+    offers SMTPUTF8 (RFC 6531)."""
     handler = Inbox()
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    handler.port = controller.port
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def ascii_inbox():
+    """Like ``inbox``, but a server that does not offer SMTPUTF8: ASCII addresses only."""
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=False)
     controller.start()
     handler.port = controller.port
     yield handler

@@ -123,7 +123,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(f
         "phases": {"coverage": {"generation": {"mode": "negative"}}},
         # Dodo's DELETE of a product or add-on archives it: it stays readable, as archived
         "operations": [{"include-path-regex": r"^/(products|addons)/\{id\}",
-                        "checks": {"use_after_free": {"enabled": False}}}],
+                        "checks": {"use_after_free": {"enabled": False}}},
+                       # a tax ID is checked against its country's format, which no JSON
+                       # Schema can say: a schema-valid one may be refused (422 INVALID_TAX_ID)
+                       {"include-path-regex": r"^/(customers|subscriptions)",
+                        "include-method": "POST|PATCH",
+                        "checks": {"positive_data_acceptance": {"enabled": False}}}],
     })
     try:
         schema = schemathesis.openapi.from_url(

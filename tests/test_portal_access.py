@@ -14,6 +14,7 @@ from core.models import (
     Business,
     Customer,
     Invoice,
+    InvoicePdf,
     LicenseKey,
     LicenseKeyInstance,
     Payment,
@@ -57,7 +58,10 @@ def records(customer, product, payments=1, keys=1) -> dict:
         "customer": customer.id, "payment": row["id"], "number": next(numbers), "currency": "EUR",
         "lines": [{"amount": 1500, "description": "Pro", "quantity": 1, "unit_amount": 1500}],
         "subtotal": 1500, "tax": 300, "total": 1800, "seller": {}, "buyer": {},
-        "payment_details": {}, "pdf": b"%PDF-1.7 test"} for row in rows]).execute()
+        "payment_details": {}} for row in rows]).execute()
+    InvoicePdf.insert_many([{"invoice": invoice.id, "locale": "en", "pdf": b"%PDF-1.7 test"}
+                            for invoice in Invoice.select().where(Invoice.customer == customer)
+                            ]).on_conflict_ignore().execute()
     key_ids = []
     for n in range(keys):
         key = LicenseKey.create(**common, product=product, key=new_id("key"), activations_limit=3,

@@ -7,10 +7,22 @@ from peewee import IntegrityError
 from core import auth, payloads, privacy
 from core.api import schemas
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.billing_details import InvalidBillingDetails, check_tax_id, clean_address
 from core.jobs import enqueue
 from core.models import Customer, PaymentMethod, Subscription, db, utcnow
 
 TAG = "Customers"
+
+
+def billing_details(address, tax_id, country_on_file=None) -> tuple[dict | None, str | None]:
+    """The billing address and tax ID of a request, cleaned and checked (``core.billing_details``);
+    a 422 with ``INVALID_TAX_ID`` or ``INVALID_POSTAL_CODE`` for one that cannot be right."""
+    try:
+        address = clean_address(address.model_dump() if address is not None else None)
+        country = (address or {}).get("country") or country_on_file
+        return address, check_tax_id(tax_id, country)
+    except InvalidBillingDetails as error:
+        raise ApiError(422, error.code, f"{error.field}: {error.message}.") from None
 
 
 def _taken(email: str) -> ApiError:
@@ -21,15 +33,18 @@ def _taken(email: str) -> ApiError:
 
 
 @route("POST", "/customers", tag=TAG, body=schemas.CustomerCreate, response=schemas.Customer,
-       errors=(409,))
+       errors=(409, 422))
 def create_customer(body: schemas.CustomerCreate):
-    """Create a customer; the e-mail address is unique per business and mode (409 otherwise)."""
+    """Create a customer; the e-mail address is unique per business and mode (409 otherwise).
+    A billing address and tax ID, when given, are printed on the customer's invoices."""
+    address, tax_id = billing_details(body.billing_address, body.tax_id)
     try:
         with db.atomic():
             customer = Customer.create(business=g.business_id, mode=g.mode, email=body.email,
                                        name=body.name, phone_number=body.phone_number,
                                        preferred_locale=body.preferred_locale,
-                                       metadata=body.metadata or {})
+                                       metadata=body.metadata or {}, billing_address=address,
+                                       tax_id=tax_id)
     except IntegrityError:
         raise _taken(body.email) from None
     return payloads.customer(customer)
@@ -42,7 +57,7 @@ def retrieve_customer(customer_id: str):
 
 
 @route("PATCH", "/customers/{customer_id}", tag=TAG, body=schemas.CustomerUpdate,
-       response=schemas.Customer, errors=(409,))
+       response=schemas.Customer, errors=(409, 422))
 def update_customer(customer_id: str, body: schemas.CustomerUpdate):
     """Change a customer. A new e-mail address ends the customer's portal sessions and unused
     sign-in links, which were bound to the old one."""
@@ -52,6 +67,14 @@ def update_customer(customer_id: str, body: schemas.CustomerUpdate):
                                                       "preferred_locale") if name in sent}
     if "metadata" in sent:
         changes["metadata"] = body.metadata or {}
+    if "billing_address" in sent or "tax_id" in sent:
+        address, tax_id = billing_details(
+            body.billing_address if "billing_address" in sent else None, body.tax_id,
+            None if "billing_address" in sent else (customer.billing_address or {}).get("country"))
+        if "billing_address" in sent:
+            changes["billing_address"] = address
+        if "tax_id" in sent:
+            changes["tax_id"] = tax_id
     email_changed = "email" in changes and changes["email"] != customer.email
     try:
         with db.atomic():

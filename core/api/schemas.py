@@ -190,22 +190,39 @@ class Error(Out):
 # --- Customers -----------------------------------------------------------------------------------
 
 
+class BillingAddressIn(In):
+    country: Country
+    city: line(200) | None = None
+    state: line(200) | None = None
+    street: line(200) | None = None
+    zipcode: line(40) | None = None
+
+
+TaxId = Annotated[line(64), Field(description="Checked against the format of the billing "
+                                            "country (or of an EU VAT prefix) where one is known.")]
+
+
 class CustomerCreate(In):
     email: Email
     name: Name
     metadata: Metadata | None = None
     phone_number: Phone | None = None
     preferred_locale: Locale | None = None
+    billing_address: BillingAddressIn | None = None
+    tax_id: TaxId | None = None
 
 
 class CustomerUpdate(In):
-    """Only the fields sent change; ``null`` removes the phone number, locale or metadata."""
+    """Only the fields sent change; ``null`` removes the phone number, locale, metadata,
+    billing address or tax ID."""
 
     email: Email = None
     name: Name = None
     metadata: Metadata | None = None
     phone_number: Phone | None = None
     preferred_locale: Locale | None = None
+    billing_address: BillingAddressIn | None = None
+    tax_id: TaxId | None = None
 
 
 class CustomerListQuery(CreatedPage):
@@ -233,6 +250,8 @@ class Customer(CustomerLimited):
     business_id: str
     created_at: datetime
     preferred_locale: Locale | None
+    billing_address: "BillingAddress | None"
+    tax_id: str | None
     blocked_at: datetime | None
     blocklist_entry_id: str | None
 
@@ -478,14 +497,6 @@ class Addon(Out):
 # --- Subscriptions -------------------------------------------------------------------------------
 
 
-class BillingAddressIn(In):
-    country: Country
-    city: line(200) | None = None
-    state: line(200) | None = None
-    street: line(200) | None = None
-    zipcode: line(40) | None = None
-
-
 class ExistingCustomer(In):
     customer_id: Id
 
@@ -522,6 +533,7 @@ class SubscriptionCreate(In):
                                               "mode, a sandbox test token such as pm_card_visa.")
     addons: Annotated[list[AddonItem], Field(max_length=20)] | None = None
     metadata: Metadata | None = None
+    tax_id: TaxId | None = Field(None, description="Kept as the customer's tax ID when they have none.")
 
 
 class SubscriptionUpdate(In):
@@ -574,6 +586,9 @@ class BillingAddress(Out):
     state: str | None
     street: str | None
     zipcode: str | None
+
+
+Customer.model_rebuild()  # its billing_address is a BillingAddress
 
 
 class AddonCartItem(Out):

@@ -9,6 +9,7 @@ from peewee import IntegrityError
 
 from core import billing, payloads
 from core.api import schemas
+from core.api.customers import billing_details
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
 from core.models import Addon, Customer, PaymentMethod, Product, ProductAddon, Subscription, db
 from core.plugins import MissingPlugin, registry
@@ -51,6 +52,18 @@ def _customer(spec) -> Customer:
         return owned(Customer).where(Customer.email == spec.email).get()
 
 
+def _fill_billing_details(customer: Customer, address: dict | None, tax_id: str | None):
+    """The billing given with a subscription becomes the customer's when they have none yet
+    (as Dodo does), so their invoices and profile show it; a customer's own is never replaced."""
+    changes = {}
+    if address and not customer.billing_address:
+        changes["billing_address"] = customer.billing_address = address
+    if tax_id and not customer.tax_id:
+        changes["tax_id"] = customer.tax_id = tax_id
+    if changes:
+        Customer.update(**changes).where(Customer.id == customer.id).execute()
+
+
 def _addons(product: Product, items) -> list[dict]:
     """The add-ons asked for, each offered with ``product`` and still on sale."""
     offered = {link.addon.id: link.addon for link in
@@ -70,19 +83,21 @@ def _show(sub: Subscription) -> dict:
 
 
 @route("POST", "/subscriptions", tag=TAG, body=schemas.SubscriptionCreate,
-       response=schemas.SubscriptionCreated, errors=(404, 409), deprecated=True)
+       response=schemas.SubscriptionCreated, errors=(404, 409, 422), deprecated=True)
 def create_subscription(body: schemas.SubscriptionCreate):
     """Subscribe a customer to a recurring product, charging a saved payment method (in test
     mode, or a test token such as ``pm_card_visa``). The subscription is ``pending`` until its
     first charge settles it ``active`` (or ``failed``); ``payment_link`` is set when the
     customer must complete a step, such as 3-D Secure."""
     customer = _customer(body.customer)
+    address, tax_id = billing_details(body.billing, body.tax_id)
+    _fill_billing_details(customer, address, tax_id)
     product = scoped(Product, body.product_id, "product")
     addons = _addons(product, body.addons)
     method = _payment_method(customer, body.payment_method_id)
     sub, payment = billing.create_subscription(
         customer, product, method, quantity=body.quantity, addons=addons,
-        billing=body.billing.model_dump(), metadata=body.metadata or {})
+        billing=address, metadata=body.metadata or {})
     sub, payment = sub.refresh(), payment.refresh()
     return {"subscription_id": sub.id, "payment_id": payment.id,
             "customer": payloads.customer_limited(customer), "addons": sub.addons,

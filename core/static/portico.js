@@ -28,6 +28,26 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
+  // The billing address shows a postal code and a state line only where the chosen country
+  // uses them (the page says which, per country).
+  const address = document.querySelector("[data-address-rules]");
+  if (address) {
+    const rules = JSON.parse(address.dataset.addressRules);
+    const country = address.querySelector("select[name=country]");
+    const show = () => {
+      const [postal, state] = rules[country.value] || [true, false];
+      address.querySelector("[data-address-field=postal]").hidden = !postal;
+      address.querySelector("[data-address-field=state]").hidden = !state;
+    };
+    country.addEventListener("change", show);
+  }
+
+  // The language switch posts the language as soon as it is chosen.
+  for (const select of document.querySelectorAll("select[data-submit-on-change]")) {
+    select.addEventListener("change", () => select.form.submit());
+    for (const button of select.form.querySelectorAll("button[type=submit]")) button.hidden = true;
+  }
+
   // A charge in progress: ask its status every second, and show the outcome once it is known
   // (the page's <meta http-equiv="refresh"> does the same, more slowly, without script).
   const progress = document.querySelector("[data-poll]");

@@ -4,6 +4,8 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature
 from wtforms import StringField
@@ -22,25 +24,25 @@ BAD_STATE = "This card form link is invalid or has expired: go back and start ag
 def _luhn(form, field):
     number = (field.data or "").replace(" ", "")
     if not (number.isdigit() and 12 <= len(number) <= 19 and luhn_valid(number)):
-        raise ValidationError("Enter a valid card number.")
+        raise ValidationError(_("Enter a valid card number."))
 
 
 def _future_expiry(form, field):
     match = EXPIRY.match(field.data or "")
     if not match or not 1 <= int(match[1]) <= 12:
-        raise ValidationError("Enter the expiry as MM/YY.")
+        raise ValidationError(_("Enter the expiry as MM/YY."))
     now = utcnow()
     if (2000 + int(match[2]), int(match[1])) < (now.year, now.month):
-        raise ValidationError("This card has expired.")
+        raise ValidationError(_("This card has expired."))
 
 
 class CardForm(FlaskForm):
     """A card number, its expiry and CVC; the CVC is checked, then forgotten."""
 
-    number = StringField("Card number", validators=[InputRequired(), _luhn])
-    expiry = StringField("Expiry (MM/YY)", validators=[InputRequired(), _future_expiry])
-    cvc = StringField("CVC", validators=[InputRequired(), Regexp(
-        r"^\d{3,4}$", message="Enter the 3 or 4 digits on the back of the card.")])
+    number = StringField(lazy_gettext("Card number"), validators=[InputRequired(), _luhn])
+    expiry = StringField(lazy_gettext("Expiry (MM/YY)"), validators=[InputRequired(), _future_expiry])
+    cvc = StringField(lazy_gettext("CVC"), validators=[InputRequired(), Regexp(
+        r"^\d{3,4}$", message=lazy_gettext("Enter the 3 or 4 digits on the back of the card."))])
 
     def expiry_month_year(self) -> tuple[int, int]:
         match = EXPIRY.match(self.expiry.data)

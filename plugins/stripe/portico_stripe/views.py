@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import stripe
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature
 from wtforms import HiddenField
@@ -36,15 +37,15 @@ bp = Blueprint("stripe", __name__, url_prefix="/stripe", template_folder="templa
 SCRIPT = Path(__file__).parent / "static" / "portico-stripe.js"
 SCRIPT_INTEGRITY = "sha384-" + base64.b64encode(hashlib.sha384(SCRIPT.read_bytes()).digest()).decode()
 BAD_STATE = "This card page link is invalid or has expired: go back and start again."
-UNAVAILABLE = "Stripe cannot be reached right now. Please try again in a minute."
+UNAVAILABLE = lazy_gettext("Stripe cannot be reached right now. Please try again in a minute.")
 
 
 class SetupForm(FlaskForm):
     """What our card page posts: the id of the SetupIntent Stripe confirmed, nothing else."""
 
     setup_intent = HiddenField(validators=[
-        InputRequired(message="Enter your card details, then save the card."),
-        Regexp(r"^seti_\w+$", message="Enter your card details, then save the card.")])
+        InputRequired(message=lazy_gettext("Enter your card details, then save the card.")),
+        Regexp(r"^seti_\w+$", message=lazy_gettext("Enter your card details, then save the card."))])
 
 
 def _with_query(url: str, **params) -> str:
