@@ -40,8 +40,8 @@ log = logging.getLogger("portico.privacy")
 
 EXPORT_FORMAT = "portico.customer-export/1"
 ACTIVE = ("pending", "active", "on_hold")
-# Fields never exported: credentials and stored files, not facts about the person.
-WITHHELD = {PaymentMethod: {"provider_token"}, PortalToken: {"token_hash"}, Invoice: {"pdf"}}
+# Fields never exported: credentials, not facts about the person (invoice PDFs live apart).
+WITHHELD = {PaymentMethod: {"provider_token"}, PortalToken: {"token_hash"}}
 
 
 def _rows(model, query) -> list[dict]:
