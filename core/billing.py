@@ -19,14 +19,15 @@ from fractions import Fraction
 
 from dateutil.relativedelta import relativedelta
 from flask import current_app
-from peewee import JOIN
+from peewee import JOIN, fn
 
 from core import payloads
 from core.events import emit, redispatch
-from core.hookspecs import ChargeResult
+from core.hookspecs import ChargeResult, RefundResult
 from core.jobs import enqueue, later, queue, transaction
 from core.models import (
     Business,
+    CreditNoteSequence,
     Customer,
     Invoice,
     InvoicePdf,
@@ -34,6 +35,7 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    Refund,
     Subscription,
     for_update,
     is_sqlite,
@@ -91,17 +93,37 @@ def _charge_for(lines: list[dict], rate_bps: int, inclusive: bool) -> dict:
     return {"amount": total, "tax": tax, "lines": _net_lines(lines, total - tax)}
 
 
-def plan_lines(product: Product, quantity: int, addons=(), label: str | None = None) -> list[dict]:
-    """The pre-tax lines of one billing period of ``product`` × ``quantity`` plus add-ons."""
+def plan_lines(product: Product, quantity: int, addons=(), label: str | None = None,
+               kind: str | None = None) -> list[dict]:
+    """The pre-tax lines of one billing period of ``product`` × ``quantity`` plus add-ons.
+
+    Each line keeps its facts beside the English ``description`` shown today, so that it can be
+    worded at render time in the reader's language: ``kind`` (``first_payment``, ``renewal``,
+    ``arrears``, ``plan_change``, ``purchase``, ``refund``), ``product_name``, ``quantity``,
+    ``unit_amount``, ``amount`` and, once known, ``period_start``/``period_end`` (ISO, UTC)."""
     from core.models import Addon
 
-    lines = [{"description": label or product.name, "quantity": quantity,
-              "unit_amount": product.price, "amount": product.price * quantity}]
+    lines = [{"description": label or product.name, "kind": kind, "product_name": product.name,
+              "quantity": quantity, "unit_amount": product.price, "amount": product.price * quantity}]
     for item in addons:
         addon = Addon.get_by_id(item["addon_id"])
-        lines.append({"description": addon.name, "quantity": item["quantity"],
-                      "unit_amount": addon.price, "amount": addon.price * item["quantity"]})
+        lines.append({"description": addon.name, "kind": kind, "product_name": addon.name,
+                      "quantity": item["quantity"], "unit_amount": addon.price,
+                      "amount": addon.price * item["quantity"]})
     return lines
+
+
+def with_period(lines: list[dict], start: datetime | None, end: datetime | None,
+                kind: str | None = None) -> list[dict]:
+    """``lines`` paying for the service period ``start``–``end``: every line carries the
+    period as facts, and the plan's line (the first) says it in its description."""
+    if start is None or end is None:
+        return [{**line, "kind": kind or line.get("kind")} for line in lines]
+    dated = [{**line, "kind": kind or line.get("kind"), "period_start": payloads.iso(start),
+              "period_end": payloads.iso(end)} for line in lines]
+    if dated and dated[0].get("product_name") and dated[0].get("kind") != "plan_change":
+        dated[0]["description"] = period_label(dated[0]["product_name"], start, end)
+    return dated
 
 
 # --- Periods ---------------------------------------------------------------------------------
@@ -216,7 +238,7 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
     addons = [{"addon_id": a["addon_id"], "quantity": int(a.get("quantity", 1))} for a in addons]
     now = utcnow()
     with transaction():
-        lines = plan_lines(product, quantity, addons)
+        lines = plan_lines(product, quantity, addons, kind="first_payment")
         sub = Subscription.create(
             business=customer.business_id, mode=customer.mode, customer=customer, product=product,
             quantity=quantity, addons=addons, status="pending", currency=product.currency,
@@ -233,7 +255,7 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
                                     product.subscription_period_count))
         sub.next_billing_date = _period_end(sub, 0)
         sub.save()
-        lines[0]["description"] = period_label(product.name, now, sub.next_billing_date)
+        lines = with_period(lines, now, sub.next_billing_date)
         payment = _new_payment(customer, method, "new", _charge_for(lines, product.tax_rate_bps,
                                                                     product.tax_inclusive),
                                f"new:{sub.id}", subscription=sub, product=product,
@@ -249,7 +271,7 @@ def purchase(customer: Customer, product: Product, method: PaymentMethod, quanti
     if product.is_recurring:
         raise BillingError("INVALID_REQUEST_PARAMETERS", f"{product.name} is a subscription")
     with transaction():
-        charge = _charge_for(plan_lines(product, quantity), product.tax_rate_bps,
+        charge = _charge_for(plan_lines(product, quantity, kind="purchase"), product.tax_rate_bps,
                              product.tax_inclusive)
         payment = _new_payment(customer, method, "new", charge, f"purchase:{new_id('ik')}",
                                product=product, description=product.name)
@@ -259,82 +281,194 @@ def purchase(customer: Customer, product: Product, method: PaymentMethod, quanti
 
 # --- Charging --------------------------------------------------------------------------------
 
+OPEN = ("processing", "requires_customer_action")  # a charge in flight: its outcome is not known
+SAME_CARD_RETRY = timedelta(minutes=1)  # a card that just declined is not charged again sooner
+EXPIRED = ChargeResult("declined", failure_code="expired",
+                       failure_message="The payment was not completed in time.")
+WITHDRAWN = ChargeResult("declined", failure_code="withdrawn",
+                         failure_message="The subscription no longer needed this payment.")
+
+
+def wait_window() -> timedelta:
+    """How long a charge may stay in flight (``CHARGE_WAIT_WINDOW``, default 23 hours): inside
+    the 24 hours Stripe keeps an idempotency key, so a retry never becomes a second charge."""
+    return timedelta(seconds=current_app.config["CHARGE_WAIT_WINDOW"])
+
+
+def _open_charge(sub: Subscription, kinds=None) -> Payment | None:
+    """The subscription's charge in flight (``processing`` or ``requires_customer_action``)."""
+    query = Payment.select().where((Payment.subscription == sub) & Payment.status.in_(OPEN))
+    if kinds:
+        query = query.where(Payment.kind.in_(kinds))
+    return query.order_by(Payment.created_at).first()
+
+
+def _refuse_while_in_flight(sub: Subscription, kinds=None):
+    if _open_charge(sub, kinds) is not None:
+        raise BillingError("PREVIOUS_PAYMENT_PENDING",
+                           "a payment for this subscription is in progress: try again once it ends")
+
+
+def _provider_for(payment: Payment):
+    """``(provider, None)`` for the payment's method, or ``(None, a declined result)`` saying
+    why it cannot be charged (no method, a provider missing or not serving this mode)."""
+    from core.plugins import MissingPlugin, registry
+
+    method = payment.payment_method
+    if method is None or method.deleted_at is not None:
+        return None, ChargeResult("declined", failure_code="no_payment_method",
+                                  failure_message="No payment method is available.")
+    try:
+        provider = registry().provider(method.provider)
+    except MissingPlugin as error:
+        return None, ChargeResult("declined", failure_code="provider_unavailable",
+                                  failure_message=str(error))
+    if payment.mode not in provider.modes:
+        return None, ChargeResult(
+            "declined", failure_code="provider_unavailable",
+            failure_message=f"The {provider.name} provider does not take {payment.mode}-mode payments.")
+    return provider, None
+
 
 def run_charge(payment_id: str):
     """Job: charge a processing payment through its method's provider, then settle it.
 
     Safe to run any number of times: a settled payment is left alone, and the provider sees
     the same idempotency key on every try, so it charges once. A transient provider error
-    propagates, so the job is retried with that same key.
+    propagates, so the job is retried with that same key. A payment older than the wait
+    window is never charged again (its key may have expired at the provider): it is looked
+    up instead (``expire_charge``), and so is one its subscription no longer wants (cancelled
+    meanwhile): a charge the provider already made is settled, and refunded.
     """
-    from core.plugins import MissingPlugin, registry
-
     with transaction():
         payment = _locked_payment(payment_id)
         if payment is None or payment.status != "processing":
-            return
-        payment.attempts += 1
-        payment.updated_at = utcnow()
-        payment.save()
+            return payment
+        sub = Subscription.get_by_id(payment.subscription_id) if payment.subscription_id else None
+        if payment.created_at <= utcnow() - wait_window():
+            outcome = EXPIRED
+        elif not _wanted(payment, sub):
+            outcome = WITHDRAWN
+        else:
+            outcome = None
+            payment.attempts += 1
+            payment.updated_at = utcnow()
+            payment.save()
+    if outcome is not None:  # never charge it now: ask how it ended, if it was ever made
+        return _look_up_and_settle(payment_id, outcome)
+    provider, refusal = _provider_for(payment)
+    if refusal:
+        return settle(payment_id, refusal)
     method = payment.payment_method
-    if method is None or method.deleted_at is not None:
-        return settle(payment_id, ChargeResult("declined", failure_code="no_payment_method",
-                                               failure_message="No payment method is available."))
-    try:
-        provider = registry().provider(method.provider)
-    except MissingPlugin as error:
-        return settle(payment_id, ChargeResult("declined", failure_code="provider_unavailable",
-                                               failure_message=str(error)))
-    if payment.mode not in provider.modes:
-        return settle(payment_id, ChargeResult(
-            "declined", failure_code="provider_unavailable",
-            failure_message=f"The {provider.name} provider does not take {payment.mode}-mode payments."))
     result = provider.charge(payment_method=method, amount=payment.amount, currency=payment.currency,
                              idempotency_key=payment.idempotency_key, description=payment.description)
     return settle(payment_id, result)
 
 
+def _look_up_and_settle(payment_id: str, otherwise: ChargeResult):
+    """Ask the provider how a charge ended, by its idempotency key (``lookup`` hook, which
+    cancels one still waiting for 3-D Secure), and settle it so; a charge it never made, or
+    cancelled, is settled as ``otherwise``. A transient provider error propagates (retry)."""
+    payment = Payment.get_or_none(Payment.id == payment_id)
+    if payment is None or payment.status not in OPEN:
+        return payment
+    provider, _ = _provider_for(payment)
+    result = None
+    if provider is not None:
+        result = provider.lookup(idempotency_key=payment.idempotency_key,
+                                 reference=payment.provider_reference, cancel=True)
+    if result is None or result.status == "requires_action":
+        result = otherwise
+    return settle(payment_id, result)
+
+
+def expire_charge(payment_id: str):
+    """Job: end a charge whose wait is over (``wait_window``): a charge the provider made is
+    settled as made, one it never made (or that still waited for 3-D Secure, now cancelled) is
+    declined as ``expired``. A renewal that expires puts its subscription on hold, like a
+    decline; any other charge frees its subscription for another card."""
+    return _look_up_and_settle(payment_id, EXPIRED)
+
+
+def withdraw_charge(payment_id: str):
+    """Job: end a charge its subscription no longer wants (cancelled now while it was in
+    flight): settled as the provider made it (then refunded), else declined as ``withdrawn``."""
+    return _look_up_and_settle(payment_id, WITHDRAWN)
+
+
 def settle(payment_id: str, result: ChargeResult) -> Payment:
     """Record a provider's outcome for a payment, once, and apply what follows from it:
-    invoice, subscription status, license key, events."""
+    invoice, subscription status, license key, events.
+
+    Settling never fails once money moved: a capture is always recorded as a succeeded payment
+    with its invoice. Where the subscription no longer wants that money (cancelled meanwhile, or
+    the charge was given up as failed or expired before the provider's late answer), it is
+    refunded in full through the provider, with a credit note.
+    """
     with transaction():
         payment = _locked_payment(payment_id)
-        if payment.status not in ("processing", "requires_customer_action"):
-            return payment
+        late = payment.status == "failed" and result.succeeded
+        if payment.status not in OPEN and not late:
+            return payment  # settled already: a repeated or out-of-order answer
         payment.updated_at = utcnow()
         payment.provider_reference = result.reference or payment.provider_reference
         if result.status == "requires_action":
-            payment.status, payment.action_url = "requires_customer_action", result.action_url
+            payment.status = "requires_customer_action"
+            payment.action_url = result.action_url or payment.action_url
             payment.save()
             return payment
+        sub = _locked_subscription(payment.subscription_id) if payment.subscription_id else None
         if result.succeeded:
             payment.status = "succeeded"
             payment.failure_code = payment.failure_message = None
+            if payment.kind == "arrears" and sub is not None and sub.status == "on_hold" and not late:
+                _arrears_period(payment, sub)
             payment.save()
-            invoice = issue_invoice(payment, payment.metadata["lines"])
+            lines = with_period(payment.metadata["lines"], payment.period_start, payment.period_end)
+            payment.metadata = {**payment.metadata, "lines": lines}
+            payment.save()
+            invoice = issue_invoice(payment, lines)
             if current_app.config["INVOICE_PDF_AHEAD"]:
                 later(render_invoice_pdf, invoice.id, job_id=f"pdf-{invoice.id}", unique=True)
             _emit_payment("payment.succeeded", payment)
-            _SUCCEEDED[payment.kind](payment)
+            if not late and _wanted(payment, sub):
+                _SUCCEEDED[payment.kind](payment, sub)
+            else:
+                refund_payment(payment, reason="The subscription no longer needed this payment.",
+                               initiated_by="portico")
         else:
             payment.status = "failed"
             payment.failure_code = result.failure_code or "declined"
             payment.failure_message = result.failure_message or "The payment was declined."
             payment.save()
             _emit_payment("payment.failed", payment)
-            _FAILED[payment.kind](payment)
+            if _wanted(payment, sub):
+                _FAILED[payment.kind](payment, sub)
     return payment
 
 
-def _new_succeeded(payment: Payment):
-    if payment.subscription_id:
-        sub = _locked_subscription(payment.subscription_id)
+def _wanted(payment: Payment, sub: Subscription | None) -> bool:
+    """Whether the subscription still waits for this charge's outcome: its first payment while
+    ``pending``, the renewal of its current billing date while ``active``, arrears while
+    ``on_hold``, a plan change while ``active``. A one-time purchase always does."""
+    if sub is None:
+        return True
+    if payment.kind == "new":
+        return sub.status == "pending"
+    if payment.kind == "renewal":
+        return sub.status == "active" and sub.next_billing_date == payment.period_start
+    if payment.kind == "arrears":
+        return sub.status == "on_hold"
+    return sub.status == "active"  # plan_change
+
+
+def _new_succeeded(payment: Payment, sub: Subscription | None):
+    if sub is not None:
         _transition(sub, "active")
     _issue_license_key(payment)
 
 
-def _renewal_succeeded(payment: Payment):
-    sub = _locked_subscription(payment.subscription_id)
+def _renewal_succeeded(payment: Payment, sub: Subscription):
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = payment.period_start, payment.period_end
     sub.updated_at = utcnow()
@@ -342,33 +476,35 @@ def _renewal_succeeded(payment: Payment):
     _emit_subscription("subscription.renewed", sub, payment_id=payment.id)
 
 
-def _arrears_succeeded(payment: Payment):
-    """Arrears paid: active again, with a new billing period starting at the time of payment."""
-    sub = _locked_subscription(payment.subscription_id)
+def _arrears_period(payment: Payment, sub: Subscription):
+    """Arrears paid: a new billing period starts at the time of payment (set on the payment
+    before its invoice is issued, so both tell the same period)."""
     now = utcnow()
     sub.billing_anchor, sub.cycles = now, 0
-    end = _period_end(sub, 0)
-    _transition(sub, "active", previous_billing_date=now, next_billing_date=end)
-    payment.period_start, payment.period_end = now, end
-    payment.save()
+    payment.period_start, payment.period_end = now, _period_end(sub, 0)
 
 
-def _plan_change_succeeded(payment: Payment):
-    sub = _locked_subscription(payment.subscription_id)
+def _arrears_succeeded(payment: Payment, sub: Subscription):
+    """Arrears paid: active again, for the period that starts at the time of payment."""
+    _transition(sub, "active", billing_anchor=payment.period_start, cycles=0,
+                previous_billing_date=payment.period_start, next_billing_date=payment.period_end)
+
+
+def _plan_change_succeeded(payment: Payment, sub: Subscription):
     _apply_plan(sub, payment.metadata["change"])
 
 
-def _nothing(payment: Payment):
+def _nothing(payment: Payment, sub: Subscription | None):
     """A failed charge that changes nothing but the payment (arrears, plan change)."""
 
 
-def _new_failed(payment: Payment):
-    if payment.subscription_id:
-        _transition(_locked_subscription(payment.subscription_id), "failed")
+def _new_failed(payment: Payment, sub: Subscription | None):
+    if sub is not None:
+        _transition(sub, "failed")
 
 
-def _renewal_failed(payment: Payment):
-    _transition(_locked_subscription(payment.subscription_id), "on_hold")
+def _renewal_failed(payment: Payment, sub: Subscription):
+    _transition(sub, "on_hold")
 
 
 _SUCCEEDED = {"new": _new_succeeded, "renewal": _renewal_succeeded,
@@ -396,6 +532,118 @@ def _issue_license_key(payment: Payment):
     return key
 
 
+# --- Refunds ---------------------------------------------------------------------------------
+
+
+def refundable(payment: Payment) -> int:
+    """What is left to refund of a payment: its amount less every refund not failed."""
+    taken = (Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
+             .where((Refund.payment == payment) & (Refund.status != "failed")).scalar())
+    return payment.amount - int(taken or 0)
+
+
+def refund_payment(payment: Payment, amount: int | None = None, reason: str | None = None,
+                   initiated_by: str = "merchant", metadata: dict | None = None) -> Refund:
+    """Refund ``amount`` minor units (all that is left by default) of a succeeded payment
+    through its provider. The payment's row is locked while what is left is counted, so
+    however many refunds are asked at once, together they never exceed what was paid.
+
+    Returns the ``pending`` refund; ``run_refund`` settles it (credit note, events, e-mail).
+    Raises ``BillingError`` (``PAYMENT_NOT_SUCCEEDED``, ``REFUND_AMOUNT_INVALID``) when the
+    payment cannot be refunded so.
+    """
+    with transaction():
+        payment = _locked_payment(payment.id)
+        if payment is None or payment.status != "succeeded":
+            raise BillingError("PAYMENT_NOT_SUCCEEDED", "only a succeeded payment can be refunded")
+        left = refundable(payment)
+        amount = left if amount is None else amount
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= left:
+            raise BillingError("REFUND_AMOUNT_INVALID",
+                               f"the refund must be between 1 and {left} {payment.currency} "
+                               f"minor units: what is left of this payment")
+        tax = round_half_up(Fraction(payment.tax * amount, payment.amount)) if payment.amount else 0
+        refund = Refund(business=payment.business_id, mode=payment.mode,
+                        customer=payment.customer_id, payment=payment, amount=amount, tax=tax,
+                        currency=payment.currency, reason=reason, initiated_by=initiated_by,
+                        metadata=metadata or {})
+        refund.idempotency_key = f"refund:{refund.id}"
+        refund.save()
+        later(run_refund, refund.id, job_id=f"refund-{refund.id}-0", unique=True)
+    return refund
+
+
+def _locked_refund(refund_id: str) -> Refund | None:
+    return for_update(Refund.select().where(Refund.id == refund_id)).get_or_none()
+
+
+def run_refund(refund_id: str):
+    """Job: ask the payment's provider for a pending refund (its ``refund`` hook, with the
+    refund's idempotency key, so a retried job refunds once), then settle it."""
+    from core.plugins import MissingPlugin, registry
+
+    with transaction():
+        refund = _locked_refund(refund_id)
+        if refund is None or refund.status != "pending":
+            return refund
+        refund.attempts += 1
+        refund.updated_at = utcnow()
+        refund.save()
+    payment = refund.payment
+    try:
+        provider = registry().provider(payment.provider)
+    except MissingPlugin as error:
+        return settle_refund(refund_id, RefundResult("failed", failure_message=str(error)))
+    result = provider.refund(reference=payment.provider_reference, amount=refund.amount,
+                             currency=refund.currency, idempotency_key=refund.idempotency_key)
+    return settle_refund(refund_id, result)
+
+
+def settle_refund(refund_id: str, result: RefundResult) -> Refund:
+    """Record a provider's answer to a refund, once: a succeeded refund gets its credit note
+    (numbered without gaps) and ``refund.succeeded``; a failed one ``refund.failed``."""
+    with transaction():
+        refund = _locked_refund(refund_id)
+        if refund.status != "pending":
+            return refund
+        refund.provider_reference = result.reference or refund.provider_reference
+        refund.updated_at = utcnow()
+        if result.status == "pending":
+            refund.save()
+            return refund
+        if result.status == "succeeded":
+            refund.status = "succeeded"
+            refund.credit_note_number = _next_number(CreditNoteSequence, refund.business_id,
+                                                     refund.mode)
+            refund.issued_at = utcnow()
+            refund.credit_note = _credit_note(refund)
+        else:
+            refund.status = "failed"
+            refund.failure_message = result.failure_message or "The provider refused the refund."
+        refund.save()
+        emit(f"refund.{refund.status}", refund.business_id, refund.mode, refund.customer_id,
+             {**payloads.refund(refund), "payload_type": "Refund"})
+    return refund
+
+
+def _credit_note(refund: Refund) -> dict:
+    """A credit note's frozen contents: the invoice it corrects, lines, tax and totals. A full
+    refund repeats the invoice's lines; a partial one is one line for the amount."""
+    payment = refund.payment
+    invoice = Invoice.get(Invoice.payment == payment)
+    if refund.amount == payment.amount:
+        lines = invoice.lines
+    else:
+        net = refund.amount - refund.tax
+        lines = [{"kind": "refund", "description": f"Refund: {payment.description}",
+                  "product_name": payment.description, "quantity": 1, "unit_amount": net,
+                  "amount": net}]
+    return {"invoice_id": invoice.id, "invoice_number": invoice.display_number,
+            "lines": lines, "subtotal": refund.amount - refund.tax, "tax": refund.tax,
+            "total": refund.amount, "reason": refund.reason,
+            "seller": _seller(payment.business), "buyer": _buyer(payment.customer)}
+
+
 # --- Renewals --------------------------------------------------------------------------------
 
 
@@ -414,14 +662,16 @@ def renew(subscription_id: str, due: str):
         if sub.expires_at and min(now, sub.next_billing_date) >= sub.expires_at:
             _transition(sub, "expired")
             return None
+        if _open_charge(sub, ("plan_change",)) is not None:
+            return None  # wait: the sweep renews it once the plan change is settled
         if sub.scheduled_change:
             _apply_plan(sub, sub.scheduled_change)
         start, end = sub.next_billing_date, _period_end(sub, sub.cycles + 1)
         key = f"renewal:{sub.id}:{due}"
         payment = Payment.get_or_none(Payment.idempotency_key == key)
         if payment is None:
-            lines = plan_lines(sub.product, sub.quantity, sub.addons,
-                               period_label(sub.product.name, start, end))
+            lines = with_period(plan_lines(sub.product, sub.quantity, sub.addons, kind="renewal"),
+                                start, end)
             charge = _charge_for(lines, sub.product.tax_rate_bps, sub.tax_inclusive)
             payment = _new_payment(sub.customer, sub.payment_method, "renewal", charge, key,
                                    subscription=sub, product=sub.product, period=(start, end),
@@ -479,7 +729,8 @@ def queue_renewals(owed: list[list[str]]) -> int:
 
 def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) -> dict:
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
-    was lost (a dead worker, Redis down), and events whose deliveries were never queued.
+    was lost (a dead worker, Redis down), charges whose wait is over (``expire_charge``),
+    refunds without an answer, and events whose deliveries were never queued.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
     from core.plugins import registry
@@ -491,12 +742,24 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     counts = {"renewals": queue_renewals([
         [sub.id, payloads.iso(sub.next_billing_date)]
         for sub in due.order_by(Subscription.next_billing_date, Subscription.id)]),
-        "charges": 0, "events": 0}
+        "charges": 0, "expired": 0, "refunds": 0, "events": 0}
+    window_start = now - wait_window()
+    expired = Payment.select(Payment.id).where(Payment.status.in_(OPEN)
+                                               & (Payment.created_at <= window_start))
+    for payment in expired:
+        enqueue(expire_charge, payment.id, job_id=f"expire-{payment.id}", unique=True)
+        counts["expired"] += 1
     stale = Payment.select(Payment.id, Payment.attempts).where(
-        (Payment.status == "processing") & (Payment.updated_at <= now - stale_after))
+        (Payment.status == "processing") & (Payment.updated_at <= now - stale_after)
+        & (Payment.created_at > window_start))
     for payment in stale:
         enqueue(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
         counts["charges"] += 1
+    refunds = Refund.select(Refund.id, Refund.attempts).where(
+        (Refund.status == "pending") & (Refund.updated_at <= now - stale_after))
+    for refund in refunds:
+        enqueue(run_refund, refund.id, job_id=f"refund-{refund.id}-{refund.attempts}", unique=True)
+        counts["refunds"] += 1
     counts["events"] = redispatch(now)
     app = current_app._get_current_object()
     for _plugin, owed in registry().call_each("sweep", app=app, now=now):
@@ -535,10 +798,12 @@ def periodic_sweep():
 def update_payment_method(subscription: Subscription, method: PaymentMethod) -> Payment | None:
     """Make ``method`` the subscription's payment method.
 
-    For an ``active`` subscription that is all. For one ``on_hold`` it queues one arrears
-    charge of the unpaid renewal with ``method`` and returns that payment; while a charge is
-    in progress, further calls return it unchanged (however many clicks or tabs), so the
-    method charged stays the subscription's method.
+    For an ``active`` subscription that is all (a renewal already in flight finishes on the
+    method it started with). For one ``on_hold`` it queues one arrears charge of the unpaid
+    renewal with ``method`` and returns that payment; while a charge is in flight, further
+    calls return it unchanged (however many clicks or tabs), so the method charged stays the
+    subscription's method; a card that declined less than ``SAME_CARD_RETRY`` ago returns
+    that declined attempt rather than being charged again.
     """
     _check_method(subscription.customer, method)
     with transaction():
@@ -551,12 +816,16 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
         if sub.status != "on_hold":
             raise BillingError("SUBSCRIPTION_INACTIVE",
                                f"a {sub.status} subscription's payment method cannot change")
-        open_charge = (Payment.select()
-                       .where((Payment.subscription == sub) & (Payment.kind == "arrears")
-                              & Payment.status.in_(("processing", "requires_customer_action")))
-                       .first())
+        open_charge = _open_charge(sub, ("arrears",))
         if open_charge:
+            if open_charge.created_at <= utcnow() - wait_window():  # reconcile it first
+                later(expire_charge, open_charge.id, job_id=f"expire-{open_charge.id}", unique=True)
             return open_charge
+        last = (Payment.select().where((Payment.subscription == sub) & (Payment.kind == "arrears"))
+                .order_by(Payment.created_at.desc()).first())
+        if (last is not None and last.status == "failed" and last.payment_method_id == method.id
+                and last.created_at > utcnow() - SAME_CARD_RETRY):
+            return last  # the same card just declined: the same answer, not another attempt
         unpaid = (Payment.select()
                   .where((Payment.subscription == sub) & (Payment.kind == "renewal")
                          & (Payment.status == "failed"))
@@ -566,9 +835,10 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
         sub.payment_method, sub.updated_at = method, utcnow()
         sub.save()
         if unpaid is not None:
-            charge = {"amount": unpaid.amount, "tax": unpaid.tax, "lines": unpaid.metadata["lines"]}
+            charge = {"amount": unpaid.amount, "tax": unpaid.tax,
+                      "lines": [{**line, "kind": "arrears"} for line in unpaid.metadata["lines"]]}
         else:  # on hold without a recorded failed renewal: charge one period
-            charge = _charge_for(plan_lines(sub.product, sub.quantity, sub.addons),
+            charge = _charge_for(plan_lines(sub.product, sub.quantity, sub.addons, kind="arrears"),
                                  sub.product.tax_rate_bps, sub.tax_inclusive)
         payment = _new_payment(sub.customer, method, "arrears", charge,
                                f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
@@ -583,18 +853,28 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
 
 def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedback: str | None = None,
            comment: str | None = None, actor: dict | None = None) -> Subscription:
-    """Cancel now, or at the next billing date (the customer may undo that before the date)."""
+    """Cancel now, or at the next billing date (the customer may undo that before the date).
+
+    Cancelling now is always accepted: a charge still in flight that then succeeds is
+    refunded in full (see ``settle``), so "you will not be charged again" stays true. Setting
+    (or undoing) the end at the next billing date waits until a renewal in flight is settled
+    (``PREVIOUS_PAYMENT_PENDING``), since that renewal decides which date is next."""
     with transaction():
         sub = _locked_subscription(subscription.id)
         details = {"cancellation_feedback": feedback or sub.cancellation_feedback,
                    "cancellation_comment": comment or sub.cancellation_comment,
                    "cancelled_by": actor or sub.cancelled_by}
         if not at_next_billing_date:
-            return _transition(sub, "cancelled", cancelled_at=utcnow(),
-                               cancel_at_next_billing_date=False, **details)
+            _transition(sub, "cancelled", cancelled_at=utcnow(),
+                        cancel_at_next_billing_date=False, **details)
+            for payment in Payment.select(Payment.id).where((Payment.subscription == sub)
+                                                            & Payment.status.in_(OPEN)):
+                later(withdraw_charge, payment.id, job_id=f"withdraw-{payment.id}", unique=True)
+            return sub
         if sub.status != "active":
             raise BillingError("SUBSCRIPTION_INACTIVE",
                                f"a {sub.status} subscription cannot be cancelled at its next billing date")
+        _refuse_while_in_flight(sub, ("renewal",))
         for name, value in details.items():
             setattr(sub, name, value)
         sub.cancel_at_next_billing_date, sub.updated_at = True, utcnow()
@@ -609,6 +889,7 @@ def undo_cancel(subscription: Subscription) -> Subscription:
         sub = _locked_subscription(subscription.id)
         if sub.status != "active" or not sub.cancel_at_next_billing_date:
             raise BillingError("SUBSCRIPTION_INACTIVE", "this subscription is not set to cancel")
+        _refuse_while_in_flight(sub, ("renewal",))
         sub.cancel_at_next_billing_date, sub.updated_at = False, utcnow()
         sub.cancellation_feedback = sub.cancellation_comment = sub.cancelled_by = None
         sub.save()
@@ -680,10 +961,14 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
 
 def change_plan(subscription: Subscription, product: Product, quantity: int = 1) -> Payment | None:
     """Change plan or quantity: an upgrade is charged now (prorated) and applies once paid; a
-    downgrade waits for the next billing date. Returns the upgrade's payment, if any."""
+    downgrade waits for the next billing date. Returns the upgrade's payment, if any.
+
+    Refused (``PREVIOUS_PAYMENT_PENDING``) while any charge of the subscription is in flight:
+    the amount due depends on how that charge ends."""
     with transaction():
         sub = _locked_subscription(subscription.id)
         preview = preview_plan_change(sub, product, quantity)
+        _refuse_while_in_flight(sub)
         change = {"product_id": product.id, "quantity": quantity,
                   "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
         if not preview.upgrade:
@@ -697,13 +982,16 @@ def change_plan(subscription: Subscription, product: Product, quantity: int = 1)
         if preview.amount_due == 0:
             _apply_plan(sub, change)
             return None
-        pending = Payment.select().where((Payment.subscription == sub) & (Payment.kind == "plan_change")
-                                         & (Payment.status == "processing")).exists()
-        if pending:
-            raise BillingError("PREVIOUS_PAYMENT_PENDING", "a plan change is already being paid")
+        last = (Payment.select().where((Payment.subscription == sub) & (Payment.kind == "plan_change"))
+                .order_by(Payment.created_at.desc()).first())
+        if (last is not None and last.status == "failed" and last.metadata.get("change") == change
+                and last.payment_method_id == sub.payment_method_id
+                and last.created_at > utcnow() - SAME_CARD_RETRY):
+            return last  # the same change on the card that just declined: the same answer
         label = f"{product.name} × {quantity} (prorated to {sub.next_billing_date:%d %b %Y})"
-        lines = [{"description": label,
-                  "quantity": 1, "unit_amount": preview.amount_due - preview.tax_due,
+        lines = [{"description": label, "kind": "plan_change", "product_name": product.name,
+                  "plan_quantity": quantity, "quantity": 1,
+                  "unit_amount": preview.amount_due - preview.tax_due,
                   "amount": preview.amount_due - preview.tax_due}]
         payment = _new_payment(sub.customer, sub.payment_method, "plan_change",
                                {"amount": preview.amount_due, "tax": preview.tax_due, "lines": lines},
@@ -739,14 +1027,15 @@ def _apply_plan(sub: Subscription, change: dict):
 # --- Invoices --------------------------------------------------------------------------------
 
 
-def _next_invoice_number(business_id: str, mode: str) -> int:
-    """Take the next invoice number of a business and mode; call inside a transaction."""
-    where = (InvoiceSequence.business == business_id) & (InvoiceSequence.mode == mode)
-    (InvoiceSequence.insert(business=business_id, mode=mode, last_number=0)
+def _next_number(sequence_model, business_id: str, mode: str) -> int:
+    """Take the next number of a gapless sequence (invoices, credit notes) of a business and
+    mode; call inside a transaction, whose rollback gives the number back."""
+    where = (sequence_model.business == business_id) & (sequence_model.mode == mode)
+    (sequence_model.insert(business=business_id, mode=mode, last_number=0)
      .on_conflict_ignore().execute())
-    sequence = for_update(InvoiceSequence.select().where(where)).get()
+    sequence = for_update(sequence_model.select().where(where)).get()
     number = sequence.last_number + 1
-    InvoiceSequence.update(last_number=number).where(where).execute()
+    sequence_model.update(last_number=number).where(where).execute()
     return number
 
 
@@ -785,7 +1074,7 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
         existing = Invoice.get_or_none(Invoice.payment == payment)
         if existing:
             return existing
-        number = _next_invoice_number(payment.business_id, payment.mode)
+        number = _next_number(InvoiceSequence, payment.business_id, payment.mode)
         return Invoice.create(
             business=payment.business_id, mode=payment.mode, customer=payment.customer_id,
             payment=payment, number=number, issued_at=utcnow(), currency=payment.currency,

@@ -43,7 +43,7 @@ class ChargeResult:
 
     status: str
     reference: str | None = None
-    failure_code: str | None = None
+    failure_code: str | None = None  # card_declined, insufficient_funds, expired_card, …
     failure_message: str | None = None
     action_url: str | None = None
 
@@ -111,7 +111,17 @@ class PaymentProvider(Protocol):
 
     def refund(self, *, reference: str, amount: int, currency: str,
                idempotency_key: str) -> RefundResult:
-        """Refund (part of) a charge once per ``idempotency_key``."""
+        """Refund (part of) a charge once per ``idempotency_key``; never more than what is
+        left of it (a refusal is a ``failed`` result)."""
+
+    def lookup(self, *, idempotency_key: str, reference: str | None = None,
+               cancel: bool = False) -> ChargeResult | None:
+        """The outcome of the charge made with ``idempotency_key`` (or known as ``reference``),
+        asked without charging: ``None`` when the provider never made such a charge. With
+        ``cancel``, a charge still waiting for the customer (3-D Secure) is cancelled, so that
+        it can never succeed later, and answers ``None`` (no money moved). The core calls it
+        before it gives up on a charge whose answer it never got, or whose wait is over
+        (Stripe keeps an idempotency key 24 hours: after that a retry would charge again)."""
 
 
 class LicenseSource(Protocol):

@@ -477,6 +477,63 @@ class InvoicePdf(pw.Model):
         primary_key = pw.CompositeKey("invoice", "locale")
 
 
+class CreditNoteSequence(pw.Model):
+    """The last credit note number issued per business and mode (gapless, like invoices)."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    last_number = pw.IntegerField(default=0)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        primary_key = pw.CompositeKey("business", "mode")
+
+
+class Refund(BaseModel):
+    """Money given back on a succeeded payment through its provider, once per idempotency key.
+
+    ``pending`` until the provider answers, then ``succeeded`` (with a credit note numbered
+    without gaps per business and mode, its contents frozen like an invoice's) or ``failed``.
+    ``initiated_by`` is ``merchant`` (dashboard or API) or ``portico`` (money that arrived for
+    a subscription that no longer wanted it).
+    """
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    customer = pw.ForeignKeyField(Customer, backref="refunds", on_delete="CASCADE")
+    payment = pw.ForeignKeyField(Payment, backref="refunds")
+    amount = MoneyField()  # tax included
+    tax = MoneyField(default=0)  # the part of ``amount`` that was tax
+    currency = pw.CharField(max_length=3)
+    reason = pw.TextField(null=True)
+    initiated_by = pw.CharField(default="merchant")  # merchant, portico
+    status = pw.CharField(default="pending")  # pending, succeeded, failed
+    idempotency_key = pw.CharField(unique=True)
+    provider_reference = pw.CharField(null=True)
+    failure_message = pw.TextField(null=True)
+    attempts = pw.IntegerField(default=0)
+    credit_note_number = pw.IntegerField(null=True)
+    credit_note = JSONField(null=True)  # {invoice_number, lines, subtotal, tax, total, seller, buyer}
+    issued_at = UTCDateTimeField(null=True)
+    pdf = pw.BlobField(null=True)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "ref"
+        indexes = ((("business", "mode", "credit_note_number"), True),
+                   (("payment", "status"), False), (("business", "mode", "created_at"), False),
+                   (("status", "updated_at"), False))
+
+    @property
+    def display_number(self) -> str | None:
+        if self.credit_note_number is None:
+            return None
+        prefix = "T-CN-" if self.mode == "test" else "CN-"
+        return f"{prefix}{self.credit_note_number:06d}"
+
+
 class LicenseKey(BaseModel):
     """A license key bought with a purchase, issued by a license source plugin."""
 
@@ -654,8 +711,9 @@ newest_first(Subscription, Subscription.business, Subscription.mode, name="subsc
 newest_first(Customer, Customer.business, Customer.mode, name="customer_business_newest")
 
 MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
-          Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, LicenseKey, LicenseKeyInstance,
-          PortalToken, PortalSession, MerchantSession, AuditLog, WebhookEndpoint, Event, Delivery]
+          Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence, Refund,
+          LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
+          WebhookEndpoint, Event, Delivery]
 
 
 def _migration_runners(app):

@@ -14,6 +14,7 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    Refund,
     Subscription,
     WebhookEndpoint,
 )
@@ -108,6 +109,8 @@ def payment(pay: Payment) -> dict:
     """A ``Payment`` as Dodo's API and its ``payment.*`` webhooks show it."""
     method = pay.payment_method
     invoice = next(iter(pay.invoices), None) if pay.status == "succeeded" else None
+    refunds = list(pay.refunds.order_by(Refund.created_at, Refund.id)) if pay.status == "succeeded" else []
+    refunded = sum(r.amount for r in refunds if r.status == "succeeded")
     period = ([{"subscription_id": pay.subscription_id, "starts_at": iso(pay.period_start),
                 "ends_at": iso(pay.period_end), "proration_factor": "1"}]
               if pay.subscription_id and pay.period_start else [])
@@ -134,14 +137,35 @@ def payment(pay: Payment) -> dict:
         "payment_link": pay.action_url, "invoice_id": invoice.id if invoice else None,
         "invoice_url": invoice_url(pay.id) if invoice else None,
         "retry_attempt": max(pay.attempts - 1, 0),
-        "service_periods": period, "refunds": [], "disputes": [], "metadata": metadata(pay.metadata),
+        "service_periods": period, "refunds": [refund_list_item(r) for r in refunds],
+        "disputes": [], "metadata": metadata(pay.metadata),
         "digital_products_delivered": False, "includes_usage": False,
         "is_multi_subscription": False, "created_at": iso(pay.created_at),
         "updated_at": iso(pay.updated_at), "discount_id": None, "discounts": None,
-        "checkout_session_id": None, "custom_field_responses": None, "refund_status": None,
+        "checkout_session_id": None, "custom_field_responses": None,
+        "refund_status": (None if not refunded else "full" if refunded >= pay.amount else "partial"),
         "three_ds_flow": None, "three_ds_status": None, "three_ds_version": None,
         "product_name": pay.product.name if pay.product_id else pay.description,
     }
+
+
+REFUND_STATUS = {"pending": "pending", "succeeded": "succeeded", "failed": "failed"}
+
+
+def refund_list_item(record: Refund) -> dict:
+    """A ``Refund`` as Dodo lists it (``RefundListItem``)."""
+    return {"refund_id": record.id, "business_id": record.business_id,
+            "created_at": iso(record.created_at), "payment_id": record.payment_id,
+            "is_partial": record.amount < record.payment.amount,
+            "status": REFUND_STATUS[record.status], "amount": record.amount,
+            "currency": record.currency, "reason": record.reason, "network_reference": None,
+            "network_reference_type": None, "network_reference_updated_at": None}
+
+
+def refund(record: Refund) -> dict:
+    """A ``Refund`` as Dodo's API and its ``refund.*`` webhooks show it."""
+    return {**refund_list_item(record), "brand_id": record.business_id,
+            "customer": customer_limited(record.customer), "metadata": metadata(record.metadata)}
 
 
 def license_key(key: LicenseKey) -> dict:

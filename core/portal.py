@@ -96,7 +96,8 @@ REFUSALS = {  # BillingError codes a customer can meet here
     "SUBSCRIPTION_INACTIVE": lazy_gettext("This subscription can no longer be changed."),
     "INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED":
         lazy_gettext("Only an active subscription can change plan."),
-    "PREVIOUS_PAYMENT_PENDING": lazy_gettext("A plan change is already being paid: wait a moment."),
+    "PREVIOUS_PAYMENT_PENDING": lazy_gettext(
+        "A payment for this subscription is in progress: try again in a moment."),
     "NO_ELIGIBLE_PAYMENT_METHODS": lazy_gettext("Choose one of your payment methods."),
     "PRODUCT_IS_DELETED": lazy_gettext("This plan is no longer sold."),
 }

@@ -537,6 +537,29 @@ def test_failing_3ds_declines_the_charge_and_the_customer_may_try_again(client, 
     assert retried.status == "succeeded" and sub.refresh().status == "active"
 
 
+def test_a_3ds_wait_past_the_window_is_cancelled_at_stripe_and_frees_the_subscription(
+        needs_3ds, stripe_api, customer, card):
+    from datetime import timedelta
+
+    from core.models import utcnow
+
+    sub, payment = needs_3ds
+    with time_machine.travel(utcnow() + timedelta(hours=23, minutes=1), tick=False):
+        assert billing.sweep()["expired"] == 1
+    assert payment.refresh().status == "failed" and payment.refresh().failure_code == "expired"
+    assert stripe_api.v1.payment_intents.retrieve(payment.provider_reference).status == "canceled"
+    assert billing.update_payment_method(sub, card(customer)).refresh().status == "succeeded"
+
+
+def test_a_charge_whose_answer_was_lost_is_found_at_stripe_by_its_idempotency_key(
+        provider, customer, card):
+    paid = provider.charge(payment_method=card(customer), amount=1800, currency="EUR",
+                           idempotency_key="lookup-test-charge")
+    found = provider.lookup(idempotency_key="lookup-test-charge")
+    assert found.status == "succeeded" and found.reference == paid.reference
+    assert provider.lookup(idempotency_key="never-charged") is None
+
+
 def test_a_tampered_3ds_link_is_not_found(client, needs_3ds):
     _sub, payment = needs_3ds
     assert client.get(path_of(payment.action_url)[:-3] + "abc").status_code == 404

@@ -22,11 +22,15 @@ TEST_CARDS = (
     TestCard("5555555555554444", "mastercard", "succeeded", "pm_card_mastercard"),
     TestCard("4000000000000002", "visa", "card_declined", "pm_card_chargeDeclined"),
     TestCard("4000000000009995", "visa", "insufficient_funds", "pm_card_insufficientFunds"),
+    TestCard("4000000000000069", "visa", "expired_card", "pm_card_chargeDeclinedExpiredCard"),
+    TestCard("4000002760003184", "visa", "requires_action", "pm_card_threeDSecure2Required"),
 )
 
-DECLINES = {
+DECLINES = {  # the provider's own words, kept in its ledger; customers read the core's
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "canceled": "The payment was canceled before the customer completed it.",
 }
 
 SETUP_SALT = "sandbox-setup"
@@ -160,17 +164,48 @@ class SandboxProvider:
         fault = _take_fault()
         if fault and not fault.after_commit:
             raise TransientProviderError("sandbox: simulated failure before the charge was made")
-        succeeded = outcome == "succeeded"
+        declined = outcome not in ("succeeded", "requires_action")
         row = _record(kind="charge", idempotency_key=idempotency_key,
                       token=payment_method.provider_token, amount=amount, currency=currency,
-                      description=description, status="succeeded" if succeeded else "declined",
-                      reference=new_id("sbx_ch") if succeeded else None,
-                      failure_code=None if succeeded else outcome,
+                      description=description, status="declined" if declined else outcome,
+                      reference=None if declined else new_id("sbx_ch"),
+                      failure_code=outcome if declined else None,
                       failure_message=DECLINES.get(outcome))
         if fault:
             time.sleep(fault.hang_seconds)
             raise TransientProviderError("sandbox: simulated lost response after the charge")
-        return row.result()
+        return self._result(row)
+
+    def _result(self, row: SandboxCharge) -> ChargeResult:
+        result = row.result()
+        if result.status == "requires_action":
+            return ChargeResult("requires_action", reference=row.reference,
+                                action_url=self._url("sandbox.authenticate",
+                                                     reference=row.reference))
+        return result
+
+    def _url(self, endpoint: str, **values) -> str:
+        if has_request_context():
+            return url_for(endpoint, **values)
+        path = self.app.url_map.bind("").build(endpoint, values)
+        return self.app.config["BASE_URL"].rstrip("/") + path
+
+    def lookup(self, *, idempotency_key: str, reference: str | None = None,
+               cancel: bool = False) -> ChargeResult | None:
+        """The charge recorded under ``idempotency_key`` (else ``reference``), without charging;
+        ``None`` if there is none. With ``cancel``, one still waiting for 3-D Secure is
+        cancelled (it can no longer be completed) and answers ``None``: no money moved."""
+        query = SandboxCharge.select().where(SandboxCharge.kind == "charge")
+        row = (query.where(SandboxCharge.idempotency_key == idempotency_key).first()
+               or (reference and query.where(SandboxCharge.reference == reference).first()))
+        if not row:
+            return None
+        if cancel and row.status == "requires_action":
+            finish_action(row.reference, succeed=False, code="canceled")
+            row = row.refresh()
+            if row.status == "declined":  # cancelled now: no money moved
+                return None
+        return self._result(row)
 
     def refund(self, *, reference: str, amount: int, currency: str,
                idempotency_key: str) -> RefundResult:
@@ -200,6 +235,19 @@ class SandboxProvider:
                 return RefundResult("failed", failure_message=f"Only {left} of the charge is left "
                                                               f"to refund, not {amount}.")
             return _record(**request, status="succeeded", reference=new_id("sbx_re")).result()
+
+
+def finish_action(reference: str, succeed: bool, code: str = "card_declined") -> ChargeResult | None:
+    """The customer's 3-D Secure step on a waiting charge ends: ``succeed`` or not (``code``
+    says why). Only a charge still waiting changes, once; returns the charge's outcome then,
+    or ``None`` for an unknown reference."""
+    changes = ({"status": "succeeded"} if succeed else
+               {"status": "declined", "failure_code": code, "failure_message": DECLINES.get(code)})
+    (SandboxCharge.update(**changes)
+     .where(SandboxCharge.reference == reference, SandboxCharge.kind == "charge",
+            SandboxCharge.status == "requires_action").execute())
+    row = SandboxCharge.get_or_none(SandboxCharge.reference == reference)
+    return row.result() if row else None
 
 
 def fail_next(times: int = 1, after_commit: bool = False, hang: int = 0) -> None:

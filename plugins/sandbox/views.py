@@ -84,3 +84,28 @@ def new_card():
             method = PaymentMethod.save_card(customer, "sandbox", card)
             return redirect(_with_query(state["return_url"], payment_method=method.id), 303)
     return render_template("sandbox/card_form.html", form=form, cards=TEST_CARDS), 200
+
+
+@bp.route("/authenticate/<reference>", methods=["GET", "POST"])
+def authenticate(reference):
+    """The sandbox's 3-D Secure page: the customer completes (or fails) the bank's step, and
+    the charge is settled at once, as a provider's webhook would settle it."""
+    from flask import url_for
+
+    from core import billing
+    from core.models import Payment
+    from plugins.sandbox.provider import finish_action
+
+    payment = Payment.get_or_none((Payment.provider == "sandbox")
+                                  & (Payment.provider_reference == reference))
+    if payment is None:
+        return "No sandbox payment waits for this step.", 404, {"Content-Type": "text/plain"}
+    if request.method == "POST":
+        form = FlaskForm()
+        if not form.validate_on_submit():
+            return _bad_state()
+        result = finish_action(reference, succeed=request.form.get("outcome") == "complete")
+        if result is not None and result.status != "requires_action":
+            billing.settle(payment.id, result)
+        return redirect(url_for("portal.payment", payment_id=payment.id), 303)
+    return render_template("sandbox/authenticate.html", payment=payment, form=FlaskForm())

@@ -305,6 +305,46 @@ class StripeProvider:
         return RefundResult(status, reference=refund.id,
                             failure_message=None if status != "failed" else "Stripe could not refund it.")
 
+    def lookup(self, *, idempotency_key: str, reference: str | None = None,
+               cancel: bool = False) -> ChargeResult | None:
+        """The PaymentIntent made with ``idempotency_key`` (its id is ``reference`` when we
+        got an answer; otherwise found by the key we put in its metadata), without charging:
+        ``None`` if Stripe never made one. With ``cancel``, an intent still waiting for the
+        customer is cancelled (``None``: no money moved)."""
+        try:
+            intent = (plain(self.client.v1.payment_intents.retrieve(reference)) if reference
+                      else self._intent_by_key(idempotency_key))
+            if intent is None:
+                return None
+            if cancel and intent["status"] in WAITING - {"processing"}:
+                intent = plain(self.client.v1.payment_intents.cancel(intent["id"]))
+                if intent["status"] == "canceled":
+                    return None
+        except stripe.StripeError as error:
+            if transient(error):
+                raise TransientProviderError(f"stripe: {error}") from error
+            if getattr(error, "http_status", None) == 404:
+                return None
+            raise
+        if intent["status"] == "canceled":
+            return None
+        return intent_result(intent, self.action_url(idempotency_key, intent["id"]))
+
+    def _intent_by_key(self, idempotency_key: str) -> dict | None:
+        """The PaymentIntent whose metadata carries ``idempotency_key``: by Stripe's search,
+        else (a Stripe without search, such as localstripe) by listing the account's intents."""
+        query = f"metadata['portico_idempotency_key']:'{idempotency_key}'"
+        try:
+            found = self.client.v1.payment_intents.search({"query": query, "limit": 1}).data
+            return plain(found[0]) if found else None
+        except stripe.InvalidRequestError:
+            pass
+        for intent in self.client.v1.payment_intents.list({"limit": 100}).auto_paging_iter():
+            intent = plain(intent)
+            if (intent.get("metadata") or {}).get("portico_idempotency_key") == idempotency_key:
+                return intent
+        return None
+
     # --- Late outcomes ----------------------------------------------------------------------
 
     def payment_for(self, intent) -> Payment | None:
