@@ -157,9 +157,15 @@ def _emit_subscription(type: str, sub: Subscription, **extra):
     return emit(type, sub.business_id, sub.mode, sub.customer_id, data)
 
 
+ON_SCREEN = ("arrears", "plan_change")  # charges a customer starts and watches on screen
+
+
 def _emit_payment(type: str, payment: Payment):
+    """A ``payment.*`` event. A failed charge the customer started on screen is shown there:
+    no dunning e-mail follows it (dunning belongs to background renewals)."""
     data = {**payloads.payment(payment), "payload_type": "Payment"}
-    return emit(type, payment.business_id, payment.mode, payment.customer_id, data)
+    return emit(type, payment.business_id, payment.mode, payment.customer_id, data,
+                told_on_screen=type == "payment.failed" and payment.kind in ON_SCREEN)
 
 
 # --- The state machine -----------------------------------------------------------------------

@@ -48,12 +48,14 @@ def notifiers() -> list[str]:
     return registry().implementers("notify")
 
 
-def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict) -> Event:
+def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict,
+         told_on_screen: bool = False) -> Event:
     """Record an event in the current transaction; its deliveries are queued once it commits
-    (and never if it rolls back)."""
+    (and never if it rolls back). ``told_on_screen``: see ``hookspecs.Notification``."""
     listened, now = bool(notifiers()), utcnow()  # nobody listening: kept, nothing to deliver
     event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
-                         data=data, created_at=now, dispatched_at=None if listened else now)
+                         data=data, created_at=now, dispatched_at=None if listened else now,
+                         told_on_screen=told_on_screen)
     if listened:
         later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
     return event

@@ -75,6 +75,9 @@ class Notification:
 
     ``secrets`` carries values that must reach the recipient but are never stored or
     queued (a sign-in link); notifiers other than the one addressing the customer ignore it.
+    ``told_on_screen`` says the customer saw this outcome on screen, having started it (a
+    plan change or arrears charge that failed): a notifier writing to the customer stays
+    silent, while webhooks still tell the merchant.
     """
 
     id: str
@@ -85,6 +88,7 @@ class Notification:
     created_at: datetime
     customer_id: str | None = None
     secrets: dict = field(default_factory=dict)
+    told_on_screen: bool = False
 
 
 class PaymentProvider(Protocol):

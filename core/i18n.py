@@ -29,7 +29,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import Babel, format_date, get_locale, get_translations, gettext
+from flask_babel import Babel, format_date, get_locale, get_translations, gettext, lazy_gettext
 from flask_login import current_user
 from jinja2 import pass_context
 from markupsafe import Markup
@@ -231,6 +231,29 @@ def page_numbers_css() -> str:
         elif part:
             quoted.append('"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return Markup(" ".join(quoted).replace("<", "\\3C "))  # CSS text, never a tag
+
+DECLINES = {  # a charge's failure code (the provider's, or the core's own), in the customer's words
+    "card_declined": lazy_gettext("Your card was declined."),
+    "generic_decline": lazy_gettext("Your card was declined."),
+    "do_not_honor": lazy_gettext("Your card was declined."),
+    "insufficient_funds": lazy_gettext("Your card has insufficient funds."),
+    "expired_card": lazy_gettext("Your card has expired."),
+    "incorrect_cvc": lazy_gettext("Your card's security code is incorrect."),
+    "processing_error": lazy_gettext("Your bank could not process the payment. Please try again."),
+    "authentication_required": lazy_gettext("Your bank did not confirm the payment."),
+    "payment_intent_authentication_failure": lazy_gettext("Your bank did not confirm the payment."),
+    "no_payment_method": lazy_gettext("No payment method was available."),
+    "provider_unavailable": lazy_gettext("Card payments are not available at the moment."),
+    "expired": lazy_gettext("The payment was not completed in time."),
+    "withdrawn": lazy_gettext("The payment was stopped because the subscription ended."),
+}
+
+
+def decline_reason(code: str | None) -> str:
+    """Jinja filter: why a charge failed, for the customer, in the current locale; never the
+    provider's own text, which may be technical or in another language."""
+    known = DECLINES.get(code or "")
+    return str(known if known is not None else lazy_gettext("The payment was declined."))
 
 
 def compile_catalogs(folder: Path = TRANSLATIONS) -> list[Path]:

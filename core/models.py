@@ -661,6 +661,7 @@ class Event(BaseModel):
     type = pw.CharField()
     data = JSONField()
     dispatched_at = UTCDateTimeField(null=True)
+    told_on_screen = pw.BooleanField(default=False)  # the customer saw this outcome on screen
 
     class Meta:
         id_prefix = "evt"
@@ -673,7 +674,7 @@ class Event(BaseModel):
 
         return Notification(id=self.id, type=self.type, business_id=self.business_id,
                             mode=self.mode, data=self.data, created_at=self.created_at,
-                            customer_id=self.customer_id)
+                            customer_id=self.customer_id, told_on_screen=self.told_on_screen)
 
 
 class Delivery(BaseModel):

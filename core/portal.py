@@ -52,7 +52,7 @@ from core.billing_details import (
     countries,
     country_name,
 )
-from core.i18n import LOCALES, current_locale, day, language_code, once, supported
+from core.i18n import LOCALES, current_locale, day, decline_reason, language_code, once, supported
 from core.jobs import enqueue
 from core.models import (
     Addon,
@@ -82,13 +82,6 @@ FEEDBACK = {
     "low_quality": lazy_gettext("The quality was not good enough"),
     "too_complex": lazy_gettext("It is too complicated"),
     "other": lazy_gettext("Another reason"),
-}
-DECLINES = {  # the provider's failure codes, in the customer's words and language
-    "card_declined": lazy_gettext("Your card was declined."),
-    "insufficient_funds": lazy_gettext("Your card has insufficient funds."),
-    "expired_card": lazy_gettext("Your card has expired."),
-    "no_payment_method": lazy_gettext("No payment method was available."),
-    "provider_unavailable": lazy_gettext("Card payments are not available at the moment."),
 }
 ONE_LINE = lazy_gettext("Use one line of text, without line breaks or control characters.")
 WHEN = {"period_end": lazy_gettext("At the end of the current period"), "now": lazy_gettext("Now")}
@@ -132,9 +125,8 @@ def refusal(error: billing.BillingError) -> str:
 
 
 def failure_reason(payment: Payment) -> str:
-    """Why a charge failed, in plain words and the customer's language."""
-    known = DECLINES.get(payment.failure_code)
-    return str(known) if known else payment.failure_message or _("The payment was declined.")
+    """Why a charge failed, in plain words and the customer's language (from its code)."""
+    return decline_reason(payment.failure_code)
 
 
 # --- Finding the customer's own records (else 404) ------------------------------------------------

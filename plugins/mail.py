@@ -52,7 +52,10 @@ DEFAULT_COLOR = "#4f46e5"
 def notify(notification, app):
     """E-mail the customer about ``notification`` when its type has templates; ignore it otherwise.
 
-    The e-mail is written in the customer's language (``core.i18n.customer_locale``)."""
+    The e-mail is written in the customer's language (``core.i18n.customer_locale``). What
+    the customer already saw on screen (``told_on_screen``) is not e-mailed again."""
+    if notification.told_on_screen:
+        return None
     env = _environment(app)
     name = notification.type.replace(".", "_")
     try:

@@ -123,11 +123,13 @@ def test_receipt_is_sent_without_attachment_while_billing_is_missing(
 
 def test_payment_failed_links_to_the_payment_method_update(smtp_app, inbox, business, customer):
     link = "http://portal.test/session/update"
-    data = payment(1999, "USD", status="failed", error_message="Your card was declined.")
+    data = payment(1999, "USD", status="failed", error_code="card_declined",
+                   error_message="Card declined by the issuing bank (raw provider text)")
     notify(smtp_app, notification(business, customer, type="payment.failed", data=data, link=link))
 
     text = inbox.messages()[0].get_body(("plain",)).get_content()
     assert "$19.99" in text and "Your card was declined." in text and link in text
+    assert "raw provider text" not in text
 
 
 def test_brand_logo_travels_as_an_inline_image(smtp_app, inbox, business, customer):
