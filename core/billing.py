@@ -1124,6 +1124,51 @@ def invoice_pdf(invoice: Invoice, locale: str | None = None) -> bytes:
     return pdf
 
 
+@dataclass(frozen=True)
+class CreditNoteDocument:
+    """A succeeded refund's credit note, shaped like an invoice for the invoice template and
+    the ``render_invoice`` hook; its contents are the refund's frozen ``credit_note``."""
+
+    id: str
+    display_number: str
+    corrects_invoice_number: str
+    issued_at: datetime
+    currency: str
+    seller: dict
+    buyer: dict
+    lines: list
+    subtotal: int
+    tax: int
+    total: int
+    payment_details: dict
+    customer: Customer
+    mode: str
+
+
+def credit_note_pdf(refund: Refund) -> bytes:
+    """The credit note of a succeeded refund as a PDF (rendered once, then kept)."""
+    if refund.status != "succeeded" or not refund.credit_note:
+        raise ValueError(f"refund {refund.id} has not succeeded: no credit note")
+    if refund.pdf:
+        return bytes(refund.pdf)
+    from core.plugins import registry
+
+    note = refund.credit_note
+    document = CreditNoteDocument(
+        id=refund.id, display_number=refund.display_number,
+        corrects_invoice_number=note["invoice_number"], issued_at=refund.issued_at,
+        currency=refund.currency, seller=note["seller"], buyer=note["buyer"], lines=note["lines"],
+        subtotal=note["subtotal"], tax=note["tax"], total=note["total"],
+        payment_details={"method": "", "status": "refunded", "paid_at": payloads.iso(refund.issued_at)},
+        customer=refund.customer, mode=refund.mode)
+    pdf = registry().pm.hook.render_invoice(invoice=document, html=render_invoice_html(document),
+                                            app=current_app._get_current_object())
+    if not pdf:
+        raise RuntimeError("no invoice renderer answered: enable the pdf plugin or install one")
+    Refund.update(pdf=pdf).where((Refund.id == refund.id) & Refund.pdf.is_null()).execute()
+    return pdf
+
+
 def render_invoice_pdf(invoice_id: str):
     """Job: render and keep an invoice's PDF ahead of its first download or receipt e-mail."""
     invoice = Invoice.get_or_none(Invoice.id == invoice_id)

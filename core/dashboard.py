@@ -26,10 +26,20 @@ from flask_wtf.file import FileField
 from wtforms import BooleanField, EmailField, PasswordField, StringField, URLField
 from wtforms.validators import Email, InputRequired, Length, Optional, Regexp, ValidationError
 
-from core import auth, endpoints
+from core import auth, billing, endpoints
 from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
-from core.models import ApiKey, Business, Customer, Delivery, Event, WebhookEndpoint, utcnow
+from core.models import (
+    ApiKey,
+    Business,
+    Customer,
+    Delivery,
+    Event,
+    Payment,
+    Refund,
+    WebhookEndpoint,
+    utcnow,
+)
 from core.signin import duration
 from core.text import SingleLine, local_path
 from core.web import body_limit
@@ -274,11 +284,53 @@ def erase_customer(customer_id):
     return render_template("dashboard/erase.html", customer=found, form=form), 400 if form.errors else 200
 
 
+class RefundForm(FlaskForm):
+    amount = StringField("Amount", validators=[Optional(), Regexp(
+        r"^\d{1,9}([.,]\d{1,2})?$", message="Enter an amount such as 12.50, or leave it empty.")])
+    reason = StringField("Reason", validators=[Optional(), Length(max=3000)])
+
+
+@bp.post("/customers/<customer_id>/payments/<payment_id>/refund")
+@merchant_required
+def refund(customer_id, payment_id):
+    """Refund a payment of this customer, in full (amount left empty) or in part."""
+    from core.money import format_money, to_minor
+
+    found = _get(Customer, customer_id)
+    payment = _scoped(Payment).where((Payment.id == payment_id)
+                                     & (Payment.customer == found)).first() or abort(404)
+    form = RefundForm()
+    if not form.validate_on_submit():
+        flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
+        return redirect(url_for(".customer", customer_id=found.id) + "#payments", 303)
+    try:
+        amount = to_minor(form.amount.data.replace(",", "."), payment.currency) \
+            if form.amount.data else None
+        made = billing.refund_payment(payment, amount, reason=form.reason.data or None,
+                                      metadata={"refunded_by": current_user.user.id})
+    except ValueError as error:
+        flash(f"No refund was made: {error}.", "error")
+    except billing.BillingError as error:
+        flash(f"No refund was made: {error.message}.", "error")
+    else:
+        flash(f"Refund of {format_money(made.amount, made.currency)}: {made.refresh().status}.")
+    return redirect(url_for(".customer", customer_id=found.id) + "#payments", 303)
+
+
 def _customer_page(found, dynamic_link=None):
     prefix = "/test" if found.mode == "test" else ""
     static_link = f"{current_app.config['BASE_URL']}{prefix}/login/{found.business_id}"
+    payments = list(_scoped(Payment).where(Payment.customer == found)
+                    .order_by(Payment.created_at.desc()).limit(50))
+    refunds = {}
+    for row in Refund.select().where(Refund.payment.in_([p.id for p in payments])).order_by(
+            Refund.created_at):
+        refunds.setdefault(row.payment_id, []).append(row)
     return render_template("dashboard/customer.html", customer=found, static_link=static_link,
-                           dynamic_link=dynamic_link,
+                           dynamic_link=dynamic_link, payments=payments, refunds=refunds,
+                           refundable={p.id: billing.refundable(p) for p in payments
+                                       if p.status == "succeeded"},
+                           refund_form=RefundForm(),
                            valid_for=duration(current_app.config["MAGIC_LINK_TTL"]))
 
 

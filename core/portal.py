@@ -63,6 +63,7 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    Refund,
     Subscription,
 )
 from core.plugins import MissingPlugin, registry
@@ -229,7 +230,26 @@ def billing_history(customer):
                     .order_by(Payment.created_at.desc(), Payment.id.desc()))
     if not payments and total:
         abort(404)  # a cursor that is not one of the customer's payments
-    return render("portal/billing.html", payments=payments, page=page, pages=pages, total=total)
+    refunds = {}
+    for refund in (Refund.select().where(Refund.payment.in_([p.id for p in payments])
+                                         & (Refund.status != "failed"))
+                   .order_by(Refund.created_at)):
+        refunds.setdefault(refund.payment_id, []).append(refund)
+    return render("portal/billing.html", payments=payments, refunds=refunds, page=page,
+                  pages=pages, total=total)
+
+
+@bp.get("/credit-notes/<refund_id>.pdf")
+@portal_page
+def credit_note_pdf(customer, refund_id):
+    """A refund's credit note as a PDF."""
+    refund = Refund.get_or_none((Refund.id == refund_id) & (Refund.customer == customer)
+                                & (Refund.status == "succeeded"))
+    if refund is None:
+        abort(404)
+    name = f"credit-note-{refund.display_number}.pdf"
+    return current_app.response_class(billing.credit_note_pdf(refund), mimetype="application/pdf",
+                                      headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def page_of_payments(customer, page: int):

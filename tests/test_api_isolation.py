@@ -4,7 +4,7 @@ for an id that does not exist, changes nothing, and lists show none of the recor
 
 import pytest
 
-from core import auth, licensing
+from core import auth, billing, licensing
 from core.api import ROUTES
 from core.endpoints import new_secret
 from core.models import (
@@ -22,7 +22,7 @@ from core.models import (
 
 # Which record a path parameter names, by the path's first segment where the name is "id"
 RECORDS = {"customer_id": "customer", "payment_method_id": "payment_method", "payment_id": "payment",
-           "subscription_id": "subscription", "webhook_id": "webhook",
+           "subscription_id": "subscription", "webhook_id": "webhook", "refund_id": "refund",
            ("products", "id"): "product", ("addons", "id"): "addon",
            ("license_keys", "id"): "license_key", ("license_key_instances", "id"): "instance"}
 
@@ -65,7 +65,9 @@ def records(business, customer, subscribe, save_card):
     instance = licensing.activate(key.key, "laptop")
     endpoint = WebhookEndpoint.create(business=business, mode="test", url="https://acme.example/hooks",
                                       secret=new_secret())
+    refund = billing.refund_payment(payment, 100)
     return {"customer": customer.id, "payment_method": save_card(customer).id, "payment": payment.id,
+            "refund": refund.id,
             "subscription": sub.id, "webhook": endpoint.id, "product": product.id, "addon": addon.id,
             "license_key": key.id, "instance": instance.id}
 

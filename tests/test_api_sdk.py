@@ -254,3 +254,35 @@ def test_the_sdk_reads_every_other_answer_strictly(app, server, receiver):
     assert c.webhooks.update(hooks[0], disabled=True).disabled is True
     assert c.webhooks.delete(hooks[0]) is None
     assert c.addons.delete(seat.id) is None and c.addons.retrieve(seat.id).id == seat.id
+
+
+def test_the_sdk_refunds_a_payment_and_fetches_its_credit_note(app, server, receiver):
+    """Dodo's ``refunds`` resource and ``invoices.payments.retrieve_refund``, read strictly, and
+    the ``refund.succeeded`` webhook verified with the endpoint's secret."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    hook = c.webhooks.create(url=receiver.url, filter_types=["refund.succeeded"])
+    secret = c.webhooks.retrieve_secret(hook.id).secret
+    p = c.products.create(name="Pro", tax_category="saas", price={
+        "type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+        "payment_frequency_interval": "Month", "subscription_period_count": 1,
+        "subscription_period_interval": "Year"})
+    cust = c.customers.create(email="cleo@example.com", name="Cleo")
+    with pytest.deprecated_call():
+        sub_id = c.subscriptions.create(billing={"country": "FR"}, customer={"customer_id": cust.customer_id},
+                                        product_id=p.product_id, quantity=1,
+                                        payment_method_id="pm_card_visa").subscription_id
+    [paid] = c.payments.list(subscription_id=sub_id, page_number=0).items
+    part = c.refunds.create(payment_id=paid.payment_id, reason="Goodwill",
+                            items=[{"item_id": p.product_id, "amount": 500}])
+    assert part.is_partial and part.amount == 500 and part.customer.customer_id == cust.customer_id
+    rest = c.refunds.create(payment_id=paid.payment_id)
+    assert c.refunds.retrieve(rest.refund_id).status == "succeeded"
+    assert [r.refund_id for r in c.refunds.list(customer_id=cust.customer_id, page_number=0).items] \
+        == [rest.refund_id, part.refund_id]
+    assert c.payments.retrieve(paid.payment_id).refund_status == "full"
+    assert c.invoices.payments.retrieve_refund(part.refund_id).read()[:5] == b"%PDF-"
+    events = [c.webhooks.unwrap(body, headers=headers, key=secret) for headers, body in receiver.received]
+    assert [e.type for e in events] == ["refund.succeeded", "refund.succeeded"]
+    assert {e.data.refund_id for e in events} == {part.refund_id, rest.refund_id}

@@ -14,7 +14,15 @@ invoices), ``licenses`` (keys, instances, activations) and ``webhooks`` (endpoin
 
 from flask import jsonify
 
-from core.api import customers, licenses, payments, products, subscriptions, webhooks  # noqa: F401
+from core.api import (  # noqa: F401
+    customers,
+    licenses,
+    payments,
+    products,
+    refunds,
+    subscriptions,
+    webhooks,
+)
 from core.api.openapi import document
 from core.api.wire import ROUTES, ApiError, api_key_required, bp, error_response, scoped
 

@@ -971,3 +971,53 @@ def items(model) -> type:
     return type(f"{model.__name__}Page", (Out,), {"__annotations__": {"items": list[model]},
                                                   "__doc__": f"A page of {model.__name__} items.",
                                                   "__module__": __name__})
+
+
+# --- Refunds ----------------------------------------------------------------------------------------
+
+
+RefundStatus = Literal["succeeded", "failed", "pending", "review"]
+
+
+class RefundItem(In):
+    item_id: Id = Field(description="The product (or add-on) of the payment to refund.")
+    amount: Amount | None = Field(None, description="Minor units to refund of this item; "
+                                                    "null: the whole item.")
+    tax_inclusive: StrictBool = Field(True, description="Whether ``amount`` includes its tax.")
+
+
+class RefundCreate(In):
+    payment_id: Id
+    items: Annotated[list[RefundItem], Field(max_length=50)] | None = Field(
+        None, description="Parts to refund; null: everything left of the payment.")
+    reason: Annotated[str, StringConstraints(max_length=3000)] | None = None
+    metadata: Metadata | None = None
+    currency: Currency | None = Field(None, description="The currency of the items' amounts: "
+                                                        "the payment's.")
+
+
+class RefundListQuery(CreatedPage):
+    customer_id: QueryId | None = None
+    status: RefundStatus | None = None
+    subscription_id: QueryId | None = None
+
+
+class RefundListItem(Out):
+    business_id: str
+    created_at: datetime
+    is_partial: bool
+    payment_id: str
+    refund_id: str
+    status: RefundStatus
+    amount: int | None
+    currency: Currency | None
+    network_reference: str | None
+    network_reference_type: Literal["ARN", "STAN", "RRN"] | None
+    network_reference_updated_at: datetime | None
+    reason: str | None
+
+
+class Refund(RefundListItem):
+    brand_id: str
+    customer: CustomerLimited
+    metadata: OutMetadata

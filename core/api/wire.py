@@ -78,7 +78,8 @@ def not_found(what: str = "resource"):
 # --- Refusals from the billing core ----------------------------------------------------------
 
 REFUSAL_STATUS = {"NOT_FOUND": 404, "LICENSE_KEY_NOT_FOUND": 404, "INACTIVE_LICENSE_KEY": 403,
-                  "LICENSE_KEY_LIMIT_REACHED": 422}
+                  "LICENSE_KEY_LIMIT_REACHED": 422, "REFUND_AMOUNT_INVALID": 422,
+                  "PAYMENT_NOT_SUCCEEDED": 422}
 
 
 @bp.errorhandler(BillingError)
