@@ -270,17 +270,28 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
     return sub, payment
 
 
-def purchase(customer: Customer, product: Product, method: PaymentMethod, quantity: int = 1) -> Payment:
-    """A one-time purchase of ``product``; a license key comes with it when the product has one."""
+def purchase(customer: Customer, product: Product, method: PaymentMethod, quantity: int = 1, *,
+             idempotency_key: str) -> Payment:
+    """A one-time purchase of ``product``; a license key comes with it when the product has one.
+
+    ``idempotency_key`` is the caller's own for this order (a checkout or order id): asking
+    again with the same key returns the first payment and charges nothing more.
+    """
     _check_product(customer, product)
     _check_method(customer, method)
     if product.is_recurring:
         raise BillingError("INVALID_REQUEST_PARAMETERS", f"{product.name} is a subscription")
+    if not idempotency_key:
+        raise BillingError("INVALID_REQUEST_PARAMETERS", "a purchase needs an idempotency key")
+    key = f"purchase:{customer.id}:{idempotency_key}"
     with transaction():
+        existing = Payment.get_or_none(Payment.idempotency_key == key)
+        if existing is not None:
+            return existing
         charge = _charge_for(plan_lines(product, quantity, kind="purchase"), product.tax_rate_bps,
                              product.tax_inclusive)
-        payment = _new_payment(customer, method, "new", charge, f"purchase:{new_id('ik')}",
-                               product=product, description=product.name)
+        payment = _new_payment(customer, method, "new", charge, key, product=product,
+                               description=product.name)
         _queue_charge(payment)
     return payment
 

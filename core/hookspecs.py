@@ -141,7 +141,8 @@ class LicenseSource(Protocol):
         """Whether ``license_key`` may be used now."""
 
     def revoke(self, *, license_key) -> None:
-        """Disable ``license_key`` for good."""
+        """Disable ``license_key`` for good, setting its ``revoked_at``: the merchant API
+        then refuses to enable it again (409 ``LICENSE_KEY_REVOKED``)."""
 
 
 # --- Hook specifications -------------------------------------------------------------------

@@ -547,6 +547,7 @@ class LicenseKey(BaseModel):
     source = pw.CharField(default="licenses")  # the license source plugin that validates it
     origin = pw.CharField(default="auto")  # auto (issued with a purchase) or import (by the API)
     status = pw.CharField(default="active")  # active, expired, disabled
+    revoked_at = UTCDateTimeField(null=True)  # revoked for good by its license source
     activations_limit = pw.IntegerField(null=True)
     instances_count = pw.IntegerField(default=0)
     expires_at = UTCDateTimeField(null=True)

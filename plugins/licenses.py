@@ -62,9 +62,11 @@ class DatabaseLicenseSource:
         return LicenseCheck(valid=True)
 
     def revoke(self, *, license_key) -> None:
-        """Disable the key for good."""
-        LicenseKey.update(status="disabled").where(LicenseKey.id == license_key.id).execute()
-        license_key.status = "disabled"
+        """Disable the key for good: no one can enable it again."""
+        now = utcnow()
+        LicenseKey.update(status="disabled", revoked_at=now).where(
+            LicenseKey.id == license_key.id).execute()
+        license_key.status, license_key.revoked_at = "disabled", now
 
 
 @hookimpl

@@ -86,6 +86,18 @@ def test_a_disabled_key_is_refused_and_can_be_enabled_again(client, api, key):
     assert public(client, "activate", {"license_key": key["key"], "name": "laptop"}).status_code == 201
 
 
+def test_a_key_revoked_by_its_source_stays_revoked(app, client, api, key):
+    from core.plugins import registry
+
+    row = LicenseKey.get_by_id(key["id"])
+    registry(app).license_source(row.source).revoke(license_key=row)
+    answer = api.patch(f"/license_keys/{key['id']}", {"disabled": False})
+    assert answer.status_code == 409 and answer.json["code"] == "LICENSE_KEY_REVOKED"
+    assert LicenseKey.get_by_id(key["id"]).status == "disabled"
+    assert api.patch(f"/license_keys/{key['id']}", {"expires_at": None}).json["status"] == "disabled"
+    assert public(client, "validate", {"license_key": key["key"]}).json["valid"] is False
+
+
 def test_the_limit_cannot_drop_below_the_instances_and_null_removes_it(api, key):
     licensing.activate(key["key"], "laptop")
     licensing.activate(key["key"], "desktop")

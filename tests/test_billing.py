@@ -43,8 +43,11 @@ def test_a_one_time_purchase_issues_a_license_key_from_the_product(customer, bus
                                  currency="EUR", license_key_enabled=True,
                                  license_key_activations_limit=3, license_key_duration_count=1,
                                  license_key_duration_interval="Year")
-    payment = billing.purchase(customer, app_product, save_card(customer)).refresh()
+    card = save_card(customer)
+    payment = billing.purchase(customer, app_product, card, idempotency_key="order-1").refresh()
+    assert billing.purchase(customer, app_product, card, idempotency_key="order-1").id == payment.id
     key = LicenseKey.get()
+    assert len(charges()) == 1
     assert payment.status == "succeeded"
     assert key.customer_id == customer.id and key.activations_limit == 3
     assert key.expires_at > utcnow() + timedelta(days=360)

@@ -12,7 +12,6 @@ from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
 from core.events import emit
 from core.jobs import transaction
 from core.models import Customer, LicenseKey, LicenseKeyInstance, Product, db, for_update, utcnow
-from core.plugins import registry
 
 TAG = "License keys"
 INSTANCES = "License key instances"
@@ -57,7 +56,8 @@ def retrieve_license_key(id: str):
        response=schemas.LicenseKey)
 def update_license_key(id: str, body: schemas.LicenseKeyUpdate):
     """Disable or enable a key, or change its activations limit (``null``: unlimited; never
-    below its current instances) or expiry (``null``: none). Only the fields sent change."""
+    below its current instances) or expiry (``null``: none). Only the fields sent change. A
+    key its license source revoked stays disabled: enabling it is refused (409)."""
     found = scoped(LicenseKey, id, "license key")
     sent = body.model_fields_set
     with transaction():
@@ -70,9 +70,12 @@ def update_license_key(id: str, body: schemas.LicenseKeyUpdate):
             key.activations_limit = body.activations_limit
         if "expires_at" in sent:
             key.expires_at = body.expires_at
-        if body.disabled is True and key.status != "disabled":
-            registry().license_source(key.source).revoke(license_key=key)
-            key.status = "disabled"
+        if body.disabled is False and key.revoked_at is not None:
+            raise ApiError(409, "LICENSE_KEY_REVOKED",
+                           f"This key was revoked for good by its license source ({key.source}) "
+                           f"and cannot be enabled again.")
+        if body.disabled is True:
+            key.status = "disabled"  # the merchant's own switch: it can be turned back on
         elif body.disabled is False or (key.status != "disabled" and "expires_at" in sent):
             key.status = _status(key)
         key.save()
