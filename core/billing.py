@@ -732,14 +732,15 @@ def renew_batch(owed: list[list[str]]):
                 log.exception("could not queue the renewal of %s again", subscription_id)
 
 
-def queue_renewals(owed: list[list[str]]) -> int:
+def queue_renewals(owed: list[list[str]], slot: str = "") -> int:
     """Queue ``[subscription_id, due]`` renewals in batches of ``RENEWAL_BATCH_SIZE``; a batch's
-    job id names its contents, so a sweep run twice queues nothing twice. Returns how many."""
+    job id names its contents (and the sweep's ``slot``), so a sweep run twice queues nothing
+    twice. Returns how many."""
     size = max(current_app.config["RENEWAL_BATCH_SIZE"], 1)
     for start in range(0, len(owed), size):
         batch = owed[start:start + size]
         digest = hashlib.sha256(json.dumps(batch).encode()).hexdigest()[:24]
-        enqueue(renew_batch, batch, job_id=f"renew-batch-{digest}", unique=True,
+        enqueue(renew_batch, batch, job_id=f"renew-batch-{digest}{slot and '-' + slot}", unique=True,
                 timeout=max(120, 10 * len(batch)))
     return len(owed)
 
@@ -756,26 +757,31 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     due = (Subscription.select(Subscription.id, Subscription.next_billing_date)
            .where((Subscription.status == "active")
                   & ((Subscription.next_billing_date <= now) | (Subscription.expires_at <= now))))
+    # Job ids name the sweep's minute: sweeps in the same minute queue nothing twice, and a job
+    # that died before it ran (its id still known to Redis) never blocks the next minute's.
+    slot = f"{now:%Y%m%d%H%M}"
     counts = {"renewals": queue_renewals([
         [sub.id, payloads.iso(sub.next_billing_date)]
-        for sub in due.order_by(Subscription.next_billing_date, Subscription.id)]),
+        for sub in due.order_by(Subscription.next_billing_date, Subscription.id)], slot),
         "charges": 0, "expired": 0, "refunds": 0, "events": 0}
     window_start = now - wait_window()
     expired = Payment.select(Payment.id).where(Payment.status.in_(OPEN)
                                                & (Payment.created_at <= window_start))
     for payment in expired:
-        enqueue(expire_charge, payment.id, job_id=f"expire-{payment.id}", unique=True)
+        enqueue(expire_charge, payment.id, job_id=f"expire-{payment.id}-{slot}", unique=True)
         counts["expired"] += 1
     stale = Payment.select(Payment.id, Payment.attempts).where(
         (Payment.status == "processing") & (Payment.updated_at <= now - stale_after)
         & (Payment.created_at > window_start))
     for payment in stale:
-        enqueue(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
+        enqueue(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}-{slot}",
+                unique=True)
         counts["charges"] += 1
     refunds = Refund.select(Refund.id, Refund.attempts).where(
         (Refund.status == "pending") & (Refund.updated_at <= now - stale_after))
     for refund in refunds:
-        enqueue(run_refund, refund.id, job_id=f"refund-{refund.id}-{refund.attempts}", unique=True)
+        enqueue(run_refund, refund.id, job_id=f"refund-{refund.id}-{refund.attempts}-{slot}",
+                unique=True)
         counts["refunds"] += 1
     counts["events"] = redispatch(now)
     app = current_app._get_current_object()
