@@ -215,7 +215,7 @@ EMAIL_TYPES = sorted(path.stem.replace("_", ".", 1) for path in
 def test_every_email_template_is_checked_for_hostile_values():
     assert EMAIL_TYPES == ["customer.email_change", "customer.email_changed",
                            "customer.sign_in_link", "payment.failed", "payment.succeeded",
-                           "subscription.active", "subscription.cancelled"]
+                           "refund.succeeded", "subscription.active", "subscription.cancelled"]
 
 
 @pytest.mark.parametrize("type_", EMAIL_TYPES)
@@ -227,6 +227,7 @@ def test_every_html_email_escapes_hostile_values_in_every_field(app, business, c
     Customer.update(name=HOSTILE).where(Customer.id == customer.id).execute()
     data = {**SUBSCRIPTION, **payment(1500, "EUR"), "product_name": HOSTILE,
             "error_message": HOSTILE, "payment_id": HOSTILE, "subscription_id": HOSTILE,
+            "amount": 500, "reason": HOSTILE,
             "status": "active" if cancelling else "cancelled", "cancel_at_next_billing_date": cancelling,
             "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"]}
     if type_.startswith("customer.email_change"):

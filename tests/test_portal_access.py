@@ -20,8 +20,10 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    Refund,
     Subscription,
     new_id,
+    utcnow,
 )
 
 numbers = count(1)
@@ -62,6 +64,12 @@ def records(customer, product, payments=1, keys=1) -> dict:
     InvoicePdf.insert_many([{"invoice": invoice.id, "locale": "en", "pdf": b"%PDF-1.7 test"}
                             for invoice in Invoice.select().where(Invoice.customer == customer)
                             ]).on_conflict_ignore().execute()
+    refund = Refund.create(**common, payment=rows[0]["id"], amount=100, tax=17, currency="EUR",
+                           status="succeeded", idempotency_key=new_id("ik"),
+                           credit_note_number=next(numbers), issued_at=utcnow(),
+                           credit_note={"invoice_number": "T-000001", "lines": [], "subtotal": 83,
+                                        "tax": 17, "total": 100, "seller": {}, "buyer": {}},
+                           pdf=b"%PDF-1.7 test")
     key_ids = []
     for n in range(keys):
         key = LicenseKey.create(**common, product=product, key=new_id("key"), activations_limit=3,
@@ -71,7 +79,7 @@ def records(customer, product, payments=1, keys=1) -> dict:
     return {"subscription_id": sub.id, "payment_id": rows[0]["id"],
             "invoice_id": Invoice.get(Invoice.payment == rows[0]["id"]).id,
             "key_id": key_ids[0][0], "instance_id": key_ids[0][1], "product_id": None,
-            "payment_method": card.id}
+            "payment_method": card.id, "refund_id": refund.id}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 375 and 1280 px; and the on-hold flow end to end with a real RQ worker and a real SMTP server."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -224,7 +223,6 @@ def test_an_on_hold_subscription_is_reactivated_through_a_real_worker(worker_app
     expect(page.get_by_role("alert")).to_contain_text("Your card was declined.")
     page.screenshot_as("portal-declined-en")
     assert sub.refresh().status == "on_hold"
-    wait_for(lambda: len(inbox.messages()) == 1)  # "your payment did not go through"
 
     page.get_by_role("link", name="Use another payment method").click()
     page.get_by_role("button", name="Add a new card").click()
@@ -240,8 +238,7 @@ def test_an_on_hold_subscription_is_reactivated_through_a_real_worker(worker_app
     assert Invoice.get(Invoice.payment == paid).total == paid.amount
     sub = sub.refresh()
     assert sub.status == "active" and sub.next_billing_date > utcnow() + timedelta(days=27)
-    wait_for(lambda: len(inbox.messages()) == 3)
-    subjects = sorted(m["Subject"] for m in inbox.messages()[1:])
+    wait_for(lambda: len(inbox.messages()) == 2)  # the decline was on screen: no e-mail for it
+    subjects = sorted(m["Subject"] for m in inbox.messages())
     assert subjects == ["Receipt for your payment to Acme Software", "Your Pro subscription is active"]
     assert all(m["To"].addresses[0].addr_spec == "ann@example.com" for m in inbox.messages())
-    assert re.search(r"/session/", inbox.messages()[0].get_body(("plain",)).get_content())
