@@ -299,7 +299,7 @@ def init_app(app):
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
     app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
-                                 invoice_line=invoice_line)
+                                 invoice_line=invoice_line, decline_reason=decline_reason)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),
