@@ -141,7 +141,10 @@ def test_overview_billing_history_and_invoice_are_in_the_customers_language(
     pdf = client.get(f"/portal/invoices/{invoice.id}.pdf").data
     (ROOT / "test-output").mkdir(exist_ok=True)
     (ROOT / "test-output" / f"invoice-{locale}.pdf").write_bytes(pdf)
-    printed = "".join("".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+    # pypdf reads a subset font with a custom encoding as two-byte codes (NULs between the
+    # digits); poppler's pdftotext shows those pages intact, so the NULs are pypdf's, not ours
+    printed = "".join("".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+                      .replace("\x00", "").split())
     assert INVOICE_WORD[locale].casefold() in printed.casefold()
     if locale != "ar":  # pypdf gives right-to-left runs in visual order
         assert "".join(format_date(invoice.issued_at, "long", locale=locale).split()) in printed
