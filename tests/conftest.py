@@ -353,6 +353,28 @@ def on_hold(customer, product, subscribe, save_card):
     return make
 
 
+def dies_with_this_run():
+    """``preexec_fn`` for a long-running worker process: the kernel stops it (SIGKILL) when
+    the test run that started it dies, killed or crashed before its fixtures could, so no
+    orphan keeps writing to a Redis database that a later run claims and empties."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def kill_work_horses(queue_name: str):
+    """Kill what is left of the workers of ``queue_name``: RQ forks each job into a work horse
+    with a process group of its own, which outlives a worker that a test killed and would
+    write to Redis after this run has emptied its database."""
+    marker = f"PORTICO_QUEUE_NAME={queue_name}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
 @pytest.fixture
 def redis_app(make_app, redis_url, cli_env):
     """The app with a real RQ queue of its own, and how to run a real worker process on it."""
@@ -366,7 +388,7 @@ def redis_app(make_app, redis_url, cli_env):
     def worker(*args, **kwargs):
         process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *args], cwd=ROOT,
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True, **kwargs)
+                                   start_new_session=True, preexec_fn=dies_with_this_run, **kwargs)
         started.append(process)
         return process
 
@@ -376,6 +398,7 @@ def redis_app(make_app, redis_url, cli_env):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    kill_work_horses(queue_name)
     with app.app_context():
         jobs.queue().empty()
 

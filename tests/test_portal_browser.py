@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import csp_violations
+from conftest import csp_violations, dies_with_this_run
 from playwright.sync_api import expect
 
 from core import auth, jobs, licensing
@@ -183,7 +183,8 @@ def worker_app(make_app, redis_url, cli_env, inbox):
     def start_worker():
         workers.append(subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], cwd=ROOT,
                                         env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True))
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=dies_with_this_run))
 
     app.start_worker = start_worker
     yield app
