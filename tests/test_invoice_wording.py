@@ -51,3 +51,23 @@ def test_a_line_kept_without_its_facts_reads_as_it_was_written(app, business, cu
         {"description": "Setup fee", "quantity": 1, "unit_amount": 9900, "amount": 9900}])
 
     assert "Setup fee" in printed(invoice, "fr")
+
+
+def test_a_french_customers_renewal_invoice_reads_in_french_end_to_end(
+        app, customer, product, subscribe):
+    import time_machine
+
+    from core import billing
+    from core.models import Invoice, Payment
+
+    customer.preferred_locale = "fr"
+    customer.save()
+    sub, _ = subscribe(customer, product)
+    with time_machine.travel(sub.next_billing_date, tick=False):
+        billing.sweep()
+    renewal = Payment.get((Payment.subscription == sub) & (Payment.kind == "renewal"))
+    invoice = Invoice.get(Invoice.payment == renewal)
+
+    text = printed(invoice, "fr")
+    assert "FACTURE" in text and "Pro (du " in text and " au " in text  # "Pro (du 1 déc. … au …)"
+    assert " Nov " not in text and " Dec " not in text and "prorated" not in text
