@@ -30,7 +30,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext, refresh
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from peewee import JOIN, prefetch
+from peewee import JOIN, fn, prefetch
 from wtforms import EmailField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import (
     AnyOf,
@@ -516,7 +516,10 @@ def payment(customer, payment_id):
     if payment is None:
         abort(404)
     sub = own_subscription(customer, payment.subscription_id) if payment.subscription_id else None
-    return render("portal/payment.html", payment=payment, sub=sub,
+    refunded = (Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
+                .where((Refund.payment == payment.id) & (Refund.status != "failed")).scalar()
+                if payment.status == "succeeded" else 0)
+    return render("portal/payment.html", payment=payment, sub=sub, refunded=refunded,
                   reason=failure_reason(payment) if payment.status == "failed" else None)
 
 

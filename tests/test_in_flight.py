@@ -344,3 +344,18 @@ def test_finishing_a_cancelled_3d_secure_step_changes_nothing(customer, on_hold,
     assert waiting.refresh().status == "failed"
     assert finish_action(waiting.refresh().provider_reference, succeed=True).status == "declined"
     assert Refund.select().count() == 0
+
+
+def test_the_payment_page_says_a_refunded_arrears_charge_was_refunded_not_that_the_sub_is_active(
+        app, client, customer, on_hold, save_card):
+    from test_portal import sign_in
+
+    sub = on_hold()
+    fail_next(after_commit=True)  # the provider charges; its answer never arrives
+    payment = billing.update_payment_method(sub, save_card(customer))
+    billing.cancel(sub)
+    sign_in(client, customer)
+
+    page = client.get(f"/portal/payments/{payment.id}").text
+    assert "Your payment was refunded" in page and "€18.00" in page
+    assert "active again" not in page
