@@ -429,3 +429,12 @@ def test_branding_refuses_bad_values_with_a_field_message(merchant, business, fi
     answer = branding(merchant, **fields)
     assert answer.status_code == 400 and message in answer.text
     assert Business.get_by_id(business.id).brand_color == "#4f46e5"
+
+
+def test_the_customer_page_shows_each_section_once_under_a_plain_title(merchant, customer):
+    page = merchant.get(f"/dashboard/customers/{customer.id}").text
+
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title.startswith("Ann Example · ") and "<" not in title
+    assert page.count('id="payments"') == 1 and page.count('id="data-rights"') == 1
+    assert page.count("<section") == page.count("</section>")
