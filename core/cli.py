@@ -126,13 +126,15 @@ def customers():
     """A customer's data rights: export everything held, or erase their personal data."""
 
 
-def _customer(customer_id):
-    from core.models import Customer
+def _record(model_name: str, record_id: str):
+    """The ``core.models`` record ``model_name`` with ``record_id``; one line, no traceback,
+    when there is none."""
+    from core import models
 
-    customer = Customer.get_or_none(Customer.id == customer_id)
-    if customer is None:
-        raise click.ClickException(f"no customer with id {customer_id!r}")
-    return customer
+    record = getattr(models, model_name).get_or_none(id=record_id)
+    if record is None:
+        raise click.ClickException(f"no {model_name.lower()} with id {record_id!r}")
+    return record
 
 
 @customers.command("export")
@@ -142,7 +144,7 @@ def export_customer(app, customer_id):
     """Print everything held about a customer as one JSON document (GDPR articles 15, 20)."""
     from core.privacy import export
 
-    click.echo(json.dumps(export(_customer(customer_id), by="cli"), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(export(_record("Customer", customer_id), by="cli"), indent=2, ensure_ascii=False))
 
 
 @customers.command("erase")
@@ -153,7 +155,7 @@ def erase_customer(app, customer_id, yes):
     """Erase a customer's personal data (GDPR article 17); invoices and payments stay."""
     from core.privacy import erase
 
-    customer = _customer(customer_id)
+    customer = _record("Customer", customer_id)
     if not yes:
         click.confirm(f"Erase the personal data of {customer.email} ({customer.id}) for good?", abort=True)
     erased = erase(customer, by="cli")
@@ -183,15 +185,6 @@ def create_business(app, name, legal_name, support_email):
     click.echo(business.id)
 
 
-def _business(business_id):
-    from core.models import Business
-
-    business = Business.get_or_none(Business.id == business_id)
-    if business is None:
-        raise click.ClickException(f"no business with id {business_id!r}")
-    return business
-
-
 @main.command("create-merchant-user")
 @click.option("--business", "business_id", required=True, help="The business id (bus_…).")
 @click.option("--email", required=True)
@@ -204,7 +197,7 @@ def create_merchant_user(app, business_id, email, password):
     from core.auth import create_merchant_user as create
 
     try:
-        user = create(_business(business_id), email, password)
+        user = create(_record("Business", business_id), email, password)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     except IntegrityError:
@@ -221,7 +214,7 @@ def create_api_key(app, business_id, mode, name):
     """Create an API key and print it once: only its hash is stored."""
     from core.auth import create_api_key as create
 
-    _, raw = create(_business(business_id), mode, name)
+    _, raw = create(_record("Business", business_id), mode, name)
     click.echo(raw)
 
 
