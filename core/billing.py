@@ -871,6 +871,19 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
     return payment
 
 
+def replace_payment_method(subscription: Subscription, method: PaymentMethod) -> Subscription:
+    """Charge the subscription's next payments to ``method`` without charging anything now,
+    whatever its status (the card it was charged to is being removed, or the customer's
+    default changed): an ``on_hold`` subscription stays on hold until its arrears are paid."""
+    _check_method(subscription.customer, method)
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        sub.payment_method, sub.updated_at = method, utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
+
+
 # --- Cancellation ----------------------------------------------------------------------------
 
 

@@ -23,10 +23,32 @@ from flask import (
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import BooleanField, EmailField, PasswordField, StringField, URLField
-from wtforms.validators import Email, InputRequired, Length, Optional, Regexp, ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    URLField,
+    widgets,
+)
+from wtforms.validators import (
+    Email,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
-from core import auth, billing, endpoints
+from core import auth, billing, endpoints, portal_settings
 from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
 from core.models import (
@@ -36,6 +58,7 @@ from core.models import (
     Delivery,
     Event,
     Payment,
+    Product,
     Refund,
     WebhookEndpoint,
     utcnow,
@@ -439,6 +462,130 @@ def branding():
         flash("Branding saved.")
         return redirect(url_for(".branding"), 303)
     return render_template("dashboard/branding.html", form=form, business=business), \
+        400 if form.errors else 200
+
+
+# --- Settings: the customer portal ------------------------------------------------------------
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """Several choices, each a checkbox."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+class ProductRuleForm(Form):
+    """Where a subscription of one product may change to (one per recurring product)."""
+
+    product_id = HiddenField()
+    limited = BooleanField("Limit changes from this plan")
+    switch_to = MultiCheckboxField("May change to", choices=[])
+    min_quantity = IntegerField("Minimum quantity", default=1, validators=[
+        Optional(), NumberRange(min=1, max=1000, message="Enter a quantity from 1 to 1000.")])
+    max_quantity = IntegerField("Maximum quantity", validators=[
+        Optional(), NumberRange(min=1, max=1000, message="Enter a quantity from 1 to 1000.")])
+    proration = SelectField("A change is charged", choices={
+        "prorated_immediately": "now, prorated to the day", "next_billing_date": "at the next renewal"})
+
+    def validate_max_quantity(self, field):
+        if field.data and self.min_quantity.data and field.data < self.min_quantity.data:
+            raise ValidationError("The maximum cannot be below the minimum.")
+
+
+class PortalSettingsForm(FlaskForm):
+    """Settings → Customer portal: what the business's customers may do (``core.portal_settings``)."""
+
+    billing_history = BooleanField("Billing history and invoice downloads")
+    payment_method_update = BooleanField("Payment methods: add, remove, choose which card pays")
+    license_activation_removal = BooleanField("Removing a license key activation")
+    profile_name = BooleanField("Name")
+    profile_email = BooleanField("E-mail address")
+    profile_phone = BooleanField("Phone")
+    profile_billing_address = BooleanField("Billing address")
+    profile_tax_id = BooleanField("Tax ID")
+    cancellation_enabled = BooleanField("Customers may cancel")
+    cancellation_mode = SelectField("When a cancellation takes effect", choices={
+        "customer_choice": "The customer chooses: now or at the end of the period",
+        "immediately": "Immediately", "at_period_end": "At the end of the period"})
+    prorated_refund = BooleanField("Refund the unused part of the period on an immediate cancel")
+    reasons = MultiCheckboxField("Reasons offered", choices=dict(zip(
+        portal_settings.REASONS, ("Too expensive", "Missing features", "Switched to another service",
+                                  "Not used enough", "Customer service", "Quality too low",
+                                  "Too complicated", "Another reason"), strict=True)))
+    reason_required = BooleanField("A reason is required")
+    plan_change_enabled = BooleanField("Customers may change plan")
+    quantity_change_enabled = BooleanField("Customers may change the quantity (seats)")
+    products = FieldList(FormField(ProductRuleForm))
+
+    def validate_reason_required(self, field):
+        if field.data and not self.reasons.data:
+            raise ValidationError("Choose at least one reason to require one.")
+
+    @classmethod
+    def of(cls, settings: dict, plans: list):
+        """The form filled in from ``settings``, one rule per plan of ``plans``."""
+        rules = {rule["product_id"]: rule for rule in settings["plan_change"]["products"]}
+        data = {name: settings[name] for name in
+                ("billing_history", "payment_method_update", "license_activation_removal")}
+        data.update({f"profile_{name}": on for name, on in settings["profile_fields"].items()})
+        cancellation = settings["cancellation"]
+        data.update(cancellation_enabled=cancellation["enabled"], cancellation_mode=cancellation["mode"],
+                    prorated_refund=cancellation["prorated_refund"], reasons=cancellation["reasons"],
+                    reason_required=cancellation["reason_required"],
+                    plan_change_enabled=settings["plan_change"]["enabled"],
+                    quantity_change_enabled=settings["quantity_change"]["enabled"])
+        data["products"] = [{"product_id": plan.id, "limited": plan.id in rules,
+                             "switch_to": rules.get(plan.id, {}).get("switch_to", []),
+                             "min_quantity": rules.get(plan.id, {}).get("min_quantity", 1),
+                             "max_quantity": rules.get(plan.id, {}).get("max_quantity"),
+                             "proration": rules.get(plan.id, {}).get("proration", "prorated_immediately")}
+                            for plan in plans]
+        return cls(data=data) if request.method == "GET" else cls()
+
+    def settings(self, plans: list) -> dict:
+        """The settings this form says (rules only for the business's plans)."""
+        known = {plan.id for plan in plans}
+        rules = [{"product_id": entry.product_id.data,
+                  "switch_to": [pid for pid in entry.switch_to.data if pid in known],
+                  "min_quantity": entry.min_quantity.data or 1,
+                  "max_quantity": entry.max_quantity.data or None,
+                  "proration": entry.proration.data}
+                 for entry in (item.form for item in self.products)
+                 if entry.limited.data and entry.product_id.data in known]
+        return {"billing_history": self.billing_history.data,
+                "payment_method_update": self.payment_method_update.data,
+                "license_activation_removal": self.license_activation_removal.data,
+                "profile_fields": {name: getattr(self, f"profile_{name}").data
+                                   for name in portal_settings.PROFILE_FIELDS},
+                "cancellation": {"enabled": self.cancellation_enabled.data,
+                                 "mode": self.cancellation_mode.data,
+                                 "prorated_refund": self.prorated_refund.data,
+                                 "reasons": [r for r in portal_settings.REASONS if r in self.reasons.data],
+                                 "reason_required": self.reason_required.data},
+                "plan_change": {"enabled": self.plan_change_enabled.data, "products": rules},
+                "quantity_change": {"enabled": self.quantity_change_enabled.data}}
+
+
+@bp.route("/customer-portal", methods=["GET", "POST"])
+@merchant_required
+def customer_portal():
+    """What customers may do in the portal, in the mode shown (the API's
+    ``/customer-portal/configuration`` changes the same settings). Customers see a change on
+    the next page they open."""
+    plans = list(_scoped(Product).where((Product.is_recurring == True)  # noqa: E712
+                                        & (Product.archived == False)).order_by(Product.name))  # noqa: E712
+    settings, _updated = portal_settings.load(current_user.business.id, current_user.mode)
+    form = PortalSettingsForm.of(settings, plans)
+    names = {plan.id: plan.name for plan in plans}
+    for entry in form.products:
+        entry.form.switch_to.choices = {plan.id: plan.name for plan in plans
+                                        if plan.id != entry.form.product_id.data}
+    if form.validate_on_submit():
+        portal_settings.save(current_user.business.id, current_user.mode, form.settings(plans))
+        flash("Customer portal settings saved. Customers see them on the next page they open.")
+        return redirect(url_for(".customer_portal"), 303)
+    return render_template("dashboard/customer_portal.html", form=form, names=names), \
         400 if form.errors else 200
 
 

@@ -31,6 +31,7 @@ class CardDetails:
     last4: str
     exp_month: int | None = None
     exp_year: int | None = None
+    fingerprint: str | None = None  # the same for every token of one card (no twins saved)
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,20 @@ class Business(BaseModel):
         id_prefix = "bus"
 
 
+class PortalConfiguration(BaseModel):
+    """What customers of a business may do in its portal, in one mode (``core.portal_settings``
+    reads and checks ``settings``; a business without a row has the defaults)."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    settings = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "bpc"
+        indexes = ((("business", "mode"), True),)
+
+
 class MerchantUser(BaseModel):
     """A dashboard login of a business."""
 
@@ -323,6 +337,8 @@ class PaymentMethod(BaseModel):
     last4 = pw.CharField(max_length=4, default="")
     exp_month = pw.IntegerField(null=True)
     exp_year = pw.IntegerField(null=True)
+    fingerprint = pw.CharField(null=True)  # the provider's: the same card saved again has the same
+    is_default = pw.BooleanField(default=False)  # the customer's default method (one at most)
     last_used_at = UTCDateTimeField(null=True)
     deleted_at = UTCDateTimeField(null=True)
 
@@ -334,15 +350,25 @@ class PaymentMethod(BaseModel):
     @classmethod
     def save_card(cls, customer, provider: str, card) -> "PaymentMethod":
         """The one way a payment method is saved: ``card`` (a ``hookspecs.CardDetails`` a
-        provider returned) as ``customer``'s method at ``provider``. Saving the same provider
-        token again returns the method already saved, so a repeated return from a card form
-        never makes a twin."""
-        existing = cls.get_or_none((cls.customer == customer) & (cls.provider == provider)
-                                   & (cls.provider_token == card.token) & cls.deleted_at.is_null())
-        return existing or cls.create(
-            business=customer.business_id, mode=customer.mode, customer=customer,
-            provider=provider, provider_token=card.token, brand=card.brand, last4=card.last4,
-            exp_month=card.exp_month, exp_year=card.exp_year)
+        provider returned) as ``customer``'s method at ``provider``. A card already saved (the
+        same provider token, or the same provider fingerprint) returns the method already
+        saved, so neither a repeated return from a card form nor the same card typed twice
+        makes a twin. The customer's first method becomes their default."""
+        same = cls.provider_token == card.token
+        if card.fingerprint:
+            same |= cls.fingerprint == card.fingerprint
+        live = (cls.customer == customer) & (cls.provider == provider) & cls.deleted_at.is_null()
+        with db.atomic():
+            existing = cls.select().where(live & same).order_by(cls.created_at).first()
+            if existing:
+                return existing
+            has_default = cls.select().where((cls.customer == customer) & cls.deleted_at.is_null()
+                                             & (cls.is_default == True)).exists()  # noqa: E712
+            return cls.create(
+                business=customer.business_id, mode=customer.mode, customer=customer,
+                provider=provider, provider_token=card.token, brand=card.brand, last4=card.last4,
+                exp_month=card.exp_month, exp_year=card.exp_year, fingerprint=card.fingerprint,
+                is_default=not has_default)
 
 
 class Subscription(BaseModel):
@@ -594,6 +620,7 @@ class PortalSession(BaseModel):
     expires_at = UTCDateTimeField()
     revoked_at = UTCDateTimeField(null=True)
     return_url = pw.TextField(null=True)
+    flow = JSONField(null=True)  # a deep link's one flow: {"type", ..., "after_completion"}
     ip = pw.CharField(null=True)
     user_agent = pw.TextField(null=True)
 
@@ -712,9 +739,9 @@ newest_first(Payment, Payment.business, Payment.mode, name="payment_business_new
 newest_first(Subscription, Subscription.business, Subscription.mode, name="subscription_business_newest")
 newest_first(Customer, Customer.business, Customer.mode, name="customer_business_newest")
 
-MODELS = [Business, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon, PaymentMethod,
-          Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence, Refund,
-          LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
+MODELS = [Business, PortalConfiguration, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon,
+          PaymentMethod, Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence,
+          Refund, LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
           WebhookEndpoint, Event, Delivery]
 
 

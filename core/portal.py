@@ -33,16 +33,14 @@ from flask_wtf import FlaskForm
 from peewee import JOIN, fn, prefetch
 from wtforms import EmailField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import (
-    AnyOf,
     Email,
     InputRequired,
     Length,
-    NumberRange,
     Optional,
     ValidationError,
 )
 
-from core import auth, billing, licensing
+from core import auth, billing, licensing, payment_methods, portal_settings
 from core.auth import client_ip, customer_required
 from core.billing_details import (
     InvalidBillingDetails,
@@ -66,6 +64,7 @@ from core.models import (
     Refund,
     Subscription,
 )
+from core.money import format_money
 from core.plugins import MissingPlugin, registry
 from core.text import SingleLine
 
@@ -111,7 +110,38 @@ def portal_page(view):
 def render(template, **context):
     user = current_user
     return render_template(template, business=user.business, mode=user.session.mode,
-                           customer=user.customer, return_url=return_url(user), **context)
+                           customer=user.customer, return_url=return_url(user),
+                           features=settings(), **context)
+
+
+def settings() -> dict:
+    """What the business lets its customers do in the portal (``core.portal_settings``), as
+    stored now: a change applies to the next page."""
+    return portal_settings.current(current_user.business.id, current_user.session.mode)
+
+
+def requires(feature):
+    """A portal view of one feature: 404 while the business has it off (``feature`` takes the
+    settings and says whether it is on), exactly as for a page that does not exist."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if not feature(settings()):
+                abort(404)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+BILLING_HISTORY = requires(lambda s: s["billing_history"])
+PAYMENT_METHODS = requires(lambda s: s["payment_method_update"])
+CANCELLATION = requires(lambda s: s["cancellation"]["enabled"])
+PLAN_CHANGE = requires(lambda s: s["plan_change"]["enabled"])
+ACTIVATION_REMOVAL = requires(lambda s: s["license_activation_removal"])
+EMAIL_CHANGE = requires(lambda s: s["profile_fields"]["email"])
 
 
 def return_url(user) -> str | None:
@@ -165,12 +195,15 @@ def saved_methods(customer) -> list[PaymentMethod]:
 
 def other_plans(customer, sub: Subscription):
     """Plans this subscription may move to: the business's other recurring products in the
-    same mode and currency, still on sale."""
-    return (Product.select()
-            .where((Product.business == customer.business_id) & (Product.mode == customer.mode)
-                   & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
-                   & (Product.currency == sub.currency) & (Product.id != sub.product_id))
-            .order_by(Product.price, Product.name))
+    same mode and currency, still on sale, and among those the merchant lets this product
+    switch to (its plan-change rule), when it set one."""
+    plans = (Product.select()
+             .where((Product.business == customer.business_id) & (Product.mode == customer.mode)
+                    & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
+                    & (Product.currency == sub.currency) & (Product.id != sub.product_id))
+             .order_by(Product.price, Product.name))
+    rule = portal_settings.product_rule(settings(), sub.product_id)
+    return plans.where(Product.id.in_(rule["switch_to"])) if rule else plans
 
 
 def with_invoices(query):
@@ -211,6 +244,7 @@ def home(customer):
 
 @bp.get("/billing")
 @portal_page
+@BILLING_HISTORY
 def billing_history(customer):
     """Every payment, newest first, a page at a time, with a PDF for each invoice.
 
@@ -241,6 +275,7 @@ def billing_history(customer):
 
 @bp.get("/credit-notes/<refund_id>.pdf")
 @portal_page
+@BILLING_HISTORY
 def credit_note_pdf(customer, refund_id):
     """A refund's credit note as a PDF."""
     refund = Refund.get_or_none((Refund.id == refund_id) & (Refund.customer == customer)
@@ -273,6 +308,7 @@ def page_of_payments(customer, page: int):
 
 @bp.get("/invoices/<invoice_id>.pdf")
 @portal_page
+@BILLING_HISTORY
 def invoice_pdf(customer, invoice_id):
     """An invoice as a PDF, in the language of the page (rendered once per language, then kept)."""
     invoice = Invoice.get_or_none((Invoice.id == invoice_id) & (Invoice.customer == customer))
@@ -306,8 +342,10 @@ def subscription(customer, subscription_id):
     addons = [(names.get(item["addon_id"], item["addon_id"]), item["quantity"]) for item in sub.addons]
     total, tax = billing.split_tax(sub.recurring_pre_tax_amount, sub.product.tax_rate_bps,
                                    sub.tax_inclusive)
+    policy = settings()["cancellation"]
     return render("portal/subscription.html", sub=sub, addons=addons, renewal_total=total,
-                  renewal_tax=tax, unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None)
+                  renewal_tax=tax, unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
+                  cancellable=policy["enabled"] and bool(cancel_whens(sub, policy)))
 
 
 def unpaid_renewal(sub) -> Payment | None:
@@ -317,19 +355,18 @@ def unpaid_renewal(sub) -> Payment | None:
 
 
 class CancelForm(FlaskForm):
-    """When to cancel (one of ``whens``, which depend on the subscription: each form has its
-    own), and optionally why."""
+    """When to cancel (one of ``whens``) and why (one of ``reasons``, required or not): both
+    depend on the subscription and the business's settings, so each form has its own."""
 
     when = StringField(lazy_gettext("When"), validators=[
         InputRequired(lazy_gettext("Choose when to cancel."))])
-    feedback = StringField(lazy_gettext("Reason (optional)"),
-                           validators=[Optional(), AnyOf(list(FEEDBACK))])
+    feedback = StringField(lazy_gettext("Reason"))
     comment = TextAreaField(lazy_gettext("Anything you would like to tell us? (optional)"),
                             validators=[Optional(), Length(max=1000)])
 
-    def __init__(self, *args, whens=WHEN, **kwargs):
+    def __init__(self, *args, whens=WHEN, reasons=tuple(FEEDBACK), reason_required=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.whens = whens
+        self.whens, self.reasons, self.reason_required = whens, reasons, reason_required
         if not self.is_submitted():
             self.when.data = next(iter(whens))
 
@@ -337,19 +374,30 @@ class CancelForm(FlaskForm):
         if field.data not in self.whens:
             raise ValidationError(_("Choose when to cancel."))
 
+    def validate_feedback(self, field):
+        if not field.data:
+            if self.reason_required:
+                raise ValidationError(_("Choose a reason."))
+        elif field.data not in self.reasons:
+            raise ValidationError(_("Choose one of the reasons offered."))
+
 
 @bp.route("/subscriptions/<subscription_id>/cancel", methods=["GET", "POST"])
 @portal_page
+@CANCELLATION
 def cancel(customer, subscription_id):
     """Confirm what cancelling does and when, then cancel (now, or at the next billing date)."""
     sub = own_subscription(customer, subscription_id)
     if sub.status not in ("active", "on_hold"):
         flash(_("This subscription is already %(status)s.", status=status_label(sub.status)))
         return redirect(url_for(".subscription", subscription_id=sub.id), 303)
-    whens = dict(WHEN)
-    if sub.status != "active" or sub.cancel_at_next_billing_date:
-        del whens["period_end"]
-    form = CancelForm(whens=whens)
+    policy = settings()["cancellation"]
+    whens = cancel_whens(sub, policy)
+    if not whens:
+        abort(404)  # only at the period's end, which an on-hold subscription does not have
+    reasons = {code: FEEDBACK[code] for code in policy["reasons"] if code in FEEDBACK}
+    form = CancelForm(whens=whens, reasons=tuple(reasons),
+                      reason_required=policy["reason_required"] and bool(reasons))
     if form.validate_on_submit():
         later_on = form.when.data == "period_end"
         try:
@@ -360,12 +408,27 @@ def cancel(customer, subscription_id):
         except billing.BillingError as error:
             flash(refusal(error), "error")
         else:
+            refund = (portal_settings.refund_unused_period(sub)
+                      if not later_on and policy["prorated_refund"] else None)
             flash(_("Your subscription will end on %(date)s. You can change your mind until then.",
                     date=format_day(sub.next_billing_date)) if later_on
-                  else _("Your subscription is cancelled. You will not be charged for it again."))
+                  else _("Your subscription is cancelled. You will not be charged for it again.")
+                  if refund is None
+                  else _("Your subscription is cancelled. %(amount)s for the unused part of the "
+                         "period is refunded to %(card)s.",
+                         amount=format_money(refund.amount, refund.currency, current_locale()),
+                         card=billing.card_label(refund.payment.payment_method)))
         return redirect(url_for(".subscription", subscription_id=sub.id), 303)
     return render("portal/cancel.html", sub=sub, form=form, whens=whens,
-                  feedback=FEEDBACK), 400 if form.errors else 200
+                  feedback=reasons), 400 if form.errors else 200
+
+
+def cancel_whens(sub, policy) -> dict:
+    """When this subscription may be cancelled, as the business allows: ``{value: label}``."""
+    whens = {when: WHEN[when] for when in portal_settings.cancel_whens({"cancellation": policy})}
+    if sub.status != "active" or sub.cancel_at_next_billing_date:
+        whens.pop("period_end", None)
+    return whens
 
 
 @bp.post("/subscriptions/<subscription_id>/undo-cancel")
@@ -384,13 +447,24 @@ def undo_cancel(customer, subscription_id):
 
 
 class QuantityForm(FlaskForm):
+    """A quantity within ``bounds`` (the merchant's minimum and maximum for this plan)."""
+
     quantity = IntegerField(lazy_gettext("Quantity"), default=1, validators=[
-        InputRequired(lazy_gettext("Enter a quantity.")),
-        NumberRange(min=1, max=1000, message=lazy_gettext("Enter a quantity from 1 to 1000."))])
+        InputRequired(lazy_gettext("Enter a quantity."))])
+
+    def __init__(self, *args, bounds=(1, 1000), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bounds = bounds
+
+    def validate_quantity(self, field):
+        low, high = self.bounds
+        if field.data is not None and not low <= field.data <= high:
+            raise ValidationError(_("Enter a quantity from %(low)d to %(high)d.", low=low, high=high))
 
 
 @bp.get("/subscriptions/<subscription_id>/plan")
 @portal_page
+@PLAN_CHANGE
 def plans(customer, subscription_id):
     """The plans this subscription can change to."""
     sub = own_subscription(customer, subscription_id)
@@ -399,14 +473,17 @@ def plans(customer, subscription_id):
 
 @bp.route("/subscriptions/<subscription_id>/plan/<product_id>", methods=["GET", "POST"])
 @portal_page
+@PLAN_CHANGE
 def change_plan(customer, subscription_id, product_id):
     """Preview a plan change (amount due now, new renewal amount), then confirm it: an upgrade
     is charged at once (its outcome is shown), a downgrade waits for the next billing date."""
     sub = own_subscription(customer, subscription_id)
     product = other_plans(customer, sub).where(Product.id == product_id).first() or abort(404)
     sent = request.form if request.method == "POST" else request.args
+    rule = portal_settings.product_rule(settings(), sub.product_id) or {}
     form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
-                        meta={"csrf": False})  # CSRFProtect checks every POST already
+                        meta={"csrf": False},  # CSRFProtect checks every POST already
+                        bounds=(rule.get("min_quantity") or 1, rule.get("max_quantity") or 1000))
     if "quantity" in sent and not form.validate():
         return render("portal/plan_change.html", sub=sub, product=product, form=form,
                       preview=None), 400
@@ -460,6 +537,7 @@ def method_page(customer, sub, selected=None, added=None, status=200):
 
 @bp.route("/subscriptions/<subscription_id>/payment-method", methods=["GET", "POST"])
 @portal_page
+@PAYMENT_METHODS
 def payment_method(customer, subscription_id):
     """Choose a saved method (or add a card), then "Confirm changes": for an on-hold
     subscription that charges the arrears, and the progress page follows."""
@@ -478,11 +556,14 @@ def payment_method(customer, subscription_id):
     if payment is not None:
         return redirect(url_for(".payment", payment_id=payment.id), 303)
     flash(_("Your payment method is now %(card)s.", card=billing.card_label(method)))
+    if request.form.get("back") == "payment-methods":  # chosen on the payment methods page
+        return redirect(url_for(".payment_methods_page"), 303)
     return redirect(url_for(".subscription", subscription_id=sub.id), 303)
 
 
 @bp.post("/subscriptions/<subscription_id>/payment-method/new")
 @portal_page
+@PAYMENT_METHODS
 def add_card(customer, subscription_id):
     """Send the customer to the payment provider's own card form; it comes back to ``card_added``."""
     sub = own_subscription(customer, subscription_id)
@@ -498,11 +579,98 @@ def add_card(customer, subscription_id):
 
 @bp.get("/subscriptions/<subscription_id>/payment-method/added")
 @portal_page
+@PAYMENT_METHODS
 def card_added(customer, subscription_id):
     """Back from the provider with ``?payment_method=``: the new card, selected, to confirm."""
     sub = own_subscription(customer, subscription_id)
     method = own_method(customer, request.args.get("payment_method", ""))
     return method_page(customer, sub, selected=method.id, added=method)
+
+
+# --- Payment methods -----------------------------------------------------------------------------
+
+
+@bp.get("/payment-methods")
+@portal_page
+@PAYMENT_METHODS
+def payment_methods_page(customer):
+    """Every saved method: brand, last four, expiry, the default, the subscriptions each pays
+    for; make one the default, remove one, add a card, and choose which card pays for each
+    subscription."""
+    methods = payment_methods.saved(customer)
+    current = list(subscriptions_of(customer).where(Subscription.status.in_(("active", "on_hold")))
+                   .order_by(Subscription.created_at.desc()))
+    return render("portal/payment_methods.html", methods=methods, current=current,
+                  can_add=can_add_card(customer))
+
+
+def can_add_card(customer) -> bool:
+    try:
+        registry().provider_for(customer.mode)
+    except MissingPlugin:
+        return False
+    return True
+
+
+@bp.post("/payment-methods/new")
+@portal_page
+@PAYMENT_METHODS
+def add_saved_card(customer):
+    """Send the customer to the payment provider's own card form; it comes back to
+    ``saved_card_added``."""
+    if not can_add_card(customer):
+        flash(_("Adding a card is not available at the moment. Please contact %(business)s.",
+                business=current_user.business.name), "error")
+        return redirect(url_for(".payment_methods_page"), 303)
+    back = url_for(".saved_card_added", _external=True)
+    return redirect(registry().provider_for(customer.mode).setup_url(customer=customer,
+                                                                       return_url=back), 303)
+
+
+@bp.get("/payment-methods/added")
+@portal_page
+@PAYMENT_METHODS
+def saved_card_added(customer):
+    """Back from the provider with ``?payment_method=``: the card is saved (once)."""
+    method = own_method(customer, request.args.get("payment_method", ""))
+    flash(_("Card saved: %(card)s.", card=billing.card_label(method)))
+    return redirect(url_for(".payment_methods_page"), 303)
+
+
+@bp.post("/payment-methods/<method_id>/default")
+@portal_page
+@PAYMENT_METHODS
+def make_default_method(customer, method_id):
+    """Make a method the default: new subscriptions use it, and the active ones charged to the
+    previous default follow."""
+    method = own_method(customer, method_id)
+    payment_methods.make_default(customer, method)
+    flash(_("%(card)s is now your default payment method.", card=billing.card_label(method)))
+    return redirect(url_for(".payment_methods_page"), 303)
+
+
+@bp.post("/payment-methods/<method_id>/remove")
+@portal_page
+@PAYMENT_METHODS
+def remove_method(customer, method_id):
+    """Remove a saved method; the subscriptions it paid for move to the default. Refused, with
+    the reason, when it is the only method of a current subscription."""
+    method = own_method(customer, method_id)
+    try:
+        moved = payment_methods.remove(customer, method)
+    except payment_methods.MethodRefused as error:
+        if error.code == "PAYMENT_METHOD_IN_USE":
+            flash(_("%(card)s cannot be removed: it is the only payment method of your %(plans)s "
+                    "subscription. Add another card first.", card=billing.card_label(method),
+                    plans=", ".join(sub.product.name for sub in error.subscriptions)), "error")
+        else:
+            flash(refusal(error), "error")
+        return redirect(url_for(".payment_methods_page"), 303)
+    flash(_("%(card)s is removed.", card=billing.card_label(method)) if not moved else
+          _("%(card)s is removed. %(plans)s is now paid with %(other)s.", card=billing.card_label(method),
+            plans=", ".join(sub.product.name for sub in moved),
+            other=billing.card_label(moved[0].refresh().payment_method)))
+    return redirect(url_for(".payment_methods_page"), 303)
 
 
 @bp.get("/payments/<payment_id>")
@@ -549,6 +717,7 @@ def licenses(customer):
 
 @bp.post("/licenses/<key_id>/instances/<instance_id>/deactivate")
 @portal_page
+@ACTIVATION_REMOVAL
 def deactivate(customer, key_id, instance_id):
     """Free one activation of the customer's key."""
     instance = (LicenseKeyInstance.select(LicenseKeyInstance, LicenseKey).join(LicenseKey)
@@ -587,10 +756,20 @@ class ProfileForm(FlaskForm):
     tax_id = StringField(lazy_gettext("Tax ID"),
                          validators=[Optional(), Length(max=64), SingleLine(ONE_LINE)])
 
-    def __init__(self, *args, region=None, **kwargs):
+    EDITABLE = {"name": ("name",), "phone": ("phone",), "tax_id": ("tax_id",),
+                "billing_address": ("country", "street", "city", "zipcode", "state")}
+
+    def __init__(self, *args, region=None, editable=None, **kwargs):
+        """``editable``: the business's profile-field settings; the fields it turns off are
+        not on this form at all (neither shown nor read)."""
         super().__init__(*args, **kwargs)
         self.region, self.e164, self.address, self.checked_tax_id = region, None, None, None
-        self.country.choices = {"": _("Choose a country"), **dict(countries(current_locale()))}
+        for setting, names in self.EDITABLE.items():
+            if editable is not None and not editable.get(setting, True):
+                for name in names:
+                    delattr(self, name)
+        if "country" in self:
+            self.country.choices = {"": _("Choose a country"), **dict(countries(current_locale()))}
 
     def validate_name(self, field):
         if not (field.data or "").strip():
@@ -600,7 +779,8 @@ class ProfileForm(FlaskForm):
         """Keep the number in E.164 (``+33612345678``), read with the billing country (the one
         chosen on this form, else the one on file)."""
         try:
-            number = phonenumbers.parse(field.data, self.country.data or self.region)
+            number = phonenumbers.parse(field.data, ("country" in self and self.country.data)
+                                        or self.region)
         except phonenumbers.NumberParseException:
             number = None
         if number is None or not phonenumbers.is_valid_number(number):
@@ -612,17 +792,22 @@ class ProfileForm(FlaskForm):
         """The field checks, then the billing address and tax ID (``core.billing_details``)."""
         if not super().validate(extra_validators):
             return False
-        country = self.country.data or None
-        fields = {name: getattr(self, name).data for name in ("street", "city", "zipcode", "state")}
-        if any((value or "").strip() for value in fields.values()) and not country:
-            self.country.errors.append(_("Choose the country of this address."))
-            return False
-        try:
-            self.address = clean_address({**fields, "country": country}, check_postal_code=True)
-        except InvalidBillingDetails:
-            self.zipcode.errors.append(_("This postal code does not fit %(country)s.",
-                                         country=country_name(country, current_locale())))
-            return False
+        if "country" not in self:  # the address is not the customer's to change here
+            country = self.region
+        else:
+            country = self.country.data or None
+            fields = {name: getattr(self, name).data for name in ("street", "city", "zipcode", "state")}
+            if any((value or "").strip() for value in fields.values()) and not country:
+                self.country.errors.append(_("Choose the country of this address."))
+                return False
+            try:
+                self.address = clean_address({**fields, "country": country}, check_postal_code=True)
+            except InvalidBillingDetails:
+                self.zipcode.errors.append(_("This postal code does not fit %(country)s.",
+                                             country=country_name(country, current_locale())))
+                return False
+        if "tax_id" not in self:
+            return True
         try:
             self.checked_tax_id = check_tax_id(self.tax_id.data, country)
         except InvalidBillingDetails:
@@ -643,7 +828,7 @@ class EmailChangeForm(FlaskForm):
 def profile_page(customer, form=None, email_form=None, reauthenticate=False, status=200):
     address = customer.billing_address or {}
     if form is None:
-        form = ProfileForm(region=address.get("country"), data={
+        form = ProfileForm(region=address.get("country"), editable=settings()["profile_fields"], data={
             "name": customer.name, "locale": lang_of(customer),
             "phone": phone_for_people(customer.phone_number), "tax_id": customer.tax_id or "",
             **{name: address.get(name) or "" for name in ("country", "street", "city", "zipcode", "state")}})
@@ -677,12 +862,17 @@ def profile(customer):
     own form."""
     if request.method == "GET":
         return profile_page(customer)
-    form = ProfileForm(region=(customer.billing_address or {}).get("country"))
+    form = ProfileForm(region=(customer.billing_address or {}).get("country"),
+                       editable=settings()["profile_fields"])
     if not form.validate_on_submit():
         return profile_page(customer, form=form, status=400)
-    Customer.update(name=form.name.data.strip(), phone_number=form.e164,
-                    preferred_locale=language_code(form.locale.data), billing_address=form.address,
-                    tax_id=form.checked_tax_id).where(Customer.id == customer.id).execute()
+    changes = {"preferred_locale": language_code(form.locale.data)}
+    for name, value in (("name", lambda: form.name.data.strip()), ("phone", lambda: form.e164),
+                        ("country", lambda: form.address), ("tax_id", lambda: form.checked_tax_id)):
+        if name in form:
+            column = {"phone": "phone_number", "country": "billing_address"}.get(name, name)
+            changes[column] = value()
+    Customer.update(**changes).where(Customer.id == customer.id).execute()
     customer.preferred_locale = form.locale.data
     refresh()  # say it in the language just chosen
     flash(_("Your profile is saved."))
@@ -704,6 +894,7 @@ def export_my_data(customer):
 
 @bp.post("/profile/email")
 @portal_page
+@EMAIL_CHANGE
 def change_email(customer):
     """Ask for a new address: a confirmation link goes there; nothing changes until it is used."""
     form = EmailChangeForm()
@@ -723,6 +914,7 @@ def change_email(customer):
 
 @bp.post("/profile/sign-in-again")
 @portal_page
+@EMAIL_CHANGE
 def sign_in_again(customer):
     """E-mail a fresh sign-in link to the current address, leading back to the profile (an
     e-mail change needs a recent sign-in)."""

@@ -18,6 +18,7 @@ from core.api import (  # noqa: F401
     customers,
     licenses,
     payments,
+    portal_configuration,
     products,
     refunds,
     subscriptions,

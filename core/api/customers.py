@@ -4,12 +4,12 @@ portal session link that signs one in."""
 from flask import g
 from peewee import IntegrityError
 
-from core import auth, payloads, privacy
+from core import auth, payloads, payment_methods, privacy
 from core.api import schemas
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
 from core.billing_details import InvalidBillingDetails, check_tax_id, clean_address
 from core.jobs import enqueue
-from core.models import Customer, PaymentMethod, Subscription, db, utcnow
+from core.models import Customer, PaymentMethod, db
 
 TAG = "Customers"
 
@@ -120,35 +120,33 @@ def list_customers(query: schemas.CustomerListQuery):
 # --- Payment methods ----------------------------------------------------------------------------
 
 
-def _methods(customer):
-    return PaymentMethod.select().where((PaymentMethod.customer == customer)
-                                        & PaymentMethod.deleted_at.is_null())
+def _method_payload(method) -> dict:
+    return {**payloads.payment_method(method), "is_default": method.default,
+            "subscription_ids": [sub.id for sub in method.subscriptions]}
 
 
 @route("GET", "/customers/{customer_id}/payment-methods", tag=TAG, response=schemas.PaymentMethods)
 def list_payment_methods(customer_id: str):
-    """A customer's saved payment methods (cards: brand, last four, expiry), newest first."""
+    """A customer's saved payment methods (cards: brand, last four, expiry), the default
+    first, then newest first; each with the subscriptions it pays for."""
     customer = scoped(Customer, customer_id, "customer")
-    methods = _methods(customer).order_by(PaymentMethod.created_at.desc(), PaymentMethod.id.desc())
-    return {"items": [payloads.payment_method(method) for method in methods]}
+    return {"items": [_method_payload(method) for method in payment_methods.saved(customer)]}
 
 
 @route("DELETE", "/customers/{customer_id}/payment-methods/{payment_method_id}", tag=TAG,
        errors=(409,))
 def delete_payment_method(customer_id: str, payment_method_id: str):
-    """Remove a saved payment method; refused (409) while a subscription charges it."""
+    """Remove a saved payment method. The subscriptions it paid for move to the customer's
+    default method (or the newest other one), without a charge. Refused (409
+    ``PAYMENT_METHOD_IN_USE``) when it is the only method of a pending, active or on-hold
+    subscription, and (409 ``PREVIOUS_PAYMENT_PENDING``) while a charge on it is in flight."""
     customer = scoped(Customer, customer_id, "customer")
-    method = _methods(customer).where(PaymentMethod.id == payment_method_id).first()
+    method = (PaymentMethod.select()
+              .where((PaymentMethod.customer == customer) & PaymentMethod.deleted_at.is_null()
+                     & (PaymentMethod.id == payment_method_id)).first())
     if method is None:
         raise ApiError(404, "NOT_FOUND", "No such payment method.")
-    in_use = (Subscription.select().where((Subscription.payment_method == method)
-                                          & Subscription.status.in_(("pending", "active", "on_hold")))
-              .first())
-    if in_use:
-        raise ApiError(409, "PAYMENT_METHOD_IN_USE",
-                       f"Subscription {in_use.id} is charged to this payment method: give it "
-                       f"another one first.")
-    PaymentMethod.update(deleted_at=utcnow()).where(PaymentMethod.id == method.id).execute()
+    payment_methods.remove(customer, method)
 
 
 # --- Portal sessions ----------------------------------------------------------------------------

@@ -295,6 +295,9 @@ class PaymentMethod(Out):
     last_used_at: datetime | None
     payment_method_type: str | None
     recurring_enabled: bool | None
+    is_default: bool = Field(description="The customer's default method (Portico's own field).")
+    subscription_ids: list[str] = Field(description="The pending, active and on-hold "
+                                                    "subscriptions it pays for (Portico's own field).")
 
 
 class PaymentMethods(Out):
@@ -1021,3 +1024,108 @@ class Refund(RefundListItem):
     brand_id: str
     customer: CustomerLimited
     metadata: OutMetadata
+
+
+# --- The customer portal's configuration (Portico's own resource) -------------------------------
+
+Reason = CancellationFeedback
+CancellationMode = Literal["customer_choice", "immediately", "at_period_end"]
+Proration = Literal["prorated_immediately", "next_billing_date"]
+
+
+class ProfileFieldsIn(In):
+    name: StrictBool = None
+    email: StrictBool = None
+    phone: StrictBool = None
+    billing_address: StrictBool = None
+    tax_id: StrictBool = None
+
+
+class CancellationIn(In):
+    enabled: StrictBool = None
+    mode: CancellationMode = Field(None, description="When a customer may cancel: now, at the end "
+                                                     "of the period, or their choice.")
+    prorated_refund: StrictBool = Field(None, description="Refund the unused part of the period "
+                                                          "on an immediate cancel.")
+    reasons: Annotated[list[Reason], Field(max_length=8)] = Field(
+        None, description="The reasons offered, in this order; empty: none asked.")
+    reason_required: StrictBool = None
+
+
+class ProductRule(In):
+    product_id: Id
+    switch_to: Annotated[list[Id], Field(max_length=100)] = Field(
+        description="The products a subscription of this product may change to.")
+    min_quantity: Quantity = 1
+    max_quantity: Quantity | None = None
+    proration: Proration = Field("prorated_immediately", description="Whether a change is charged "
+                                                                    "now (prorated) or at the next renewal.")
+
+
+class PlanChangeIn(In):
+    enabled: StrictBool = None
+    products: Annotated[list[ProductRule], Field(max_length=100)] = Field(
+        None, description="Rules per product; a product without one may change to any other "
+                          "plan. Replaces the whole list.")
+
+
+class Enabled(In):
+    enabled: StrictBool
+
+
+class PortalConfigurationUpdate(In):
+    """Only what is sent changes; objects are merged, lists replaced."""
+
+    billing_history: StrictBool = None
+    payment_method_update: StrictBool = None
+    license_activation_removal: StrictBool = None
+    profile_fields: ProfileFieldsIn = None
+    cancellation: CancellationIn = None
+    plan_change: PlanChangeIn = None
+    quantity_change: Enabled = None
+
+
+class ProfileFields(Out):
+    name: bool
+    email: bool
+    phone: bool
+    billing_address: bool
+    tax_id: bool
+
+
+class Cancellation(Out):
+    enabled: bool
+    mode: CancellationMode
+    prorated_refund: bool
+    reasons: list[Reason]
+    reason_required: bool
+
+
+class ProductRuleOut(Out):
+    product_id: str
+    switch_to: list[str]
+    min_quantity: int
+    max_quantity: int | None
+    proration: Proration
+
+
+class PlanChange(Out):
+    enabled: bool
+    products: list[ProductRuleOut]
+
+
+class EnabledOut(Out):
+    enabled: bool
+
+
+class PortalConfiguration(Out):
+    business_id: str
+    mode: Literal["test", "live"]
+    updated_at: datetime | None
+    billing_history: bool
+    payment_method_update: bool
+    license_activation_removal: bool
+    profile_fields: ProfileFields
+    cancellation: Cancellation
+    plan_change: PlanChange
+    quantity_change: EnabledOut

@@ -144,13 +144,15 @@ class SandboxProvider:
     def tokenize(self, *, customer, source: str, exp_month: int | None = None,
                  exp_year: int | None = None) -> CardDetails:
         """Turn a test card number or test token into a sandbox token; the card form passes
-        the expiry it read, otherwise the card expires in December five years from now."""
+        the expiry it read, otherwise the card expires in December five years from now. Its
+        fingerprint is brand, last four and expiry: the same card saved twice is one card."""
         card = find_test_card(source)
         token = SandboxToken.create(brand=card.brand, last4=card.number[-4:], outcome=card.outcome,
                                     exp_month=exp_month or 12,
                                     exp_year=exp_year or utcnow().year + 5)
         return CardDetails(token=token.id, brand=token.brand, last4=token.last4,
-                           exp_month=token.exp_month, exp_year=token.exp_year)
+                           exp_month=token.exp_month, exp_year=token.exp_year,
+                           fingerprint=f"{token.brand}:{token.last4}:{token.exp_month:02d}/{token.exp_year}")
 
     def charge(self, *, payment_method, amount: int, currency: str, idempotency_key: str,
                description: str = "") -> ChargeResult:

@@ -11,9 +11,17 @@ from itsdangerous import BadSignature
 from wtforms import StringField
 from wtforms.validators import InputRequired, Regexp, ValidationError
 
+from core.i18n import decline_reason
 from core.models import Customer, PaymentMethod, utcnow
 from core.plugins import registry
-from plugins.sandbox.provider import SETUP_MAX_AGE, TEST_CARDS, luhn_valid, setup_serializer
+from plugins.sandbox.provider import (
+    DECLINES,
+    SETUP_MAX_AGE,
+    TEST_CARDS,
+    find_test_card,
+    luhn_valid,
+    setup_serializer,
+)
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox", template_folder="templates")
 
@@ -62,7 +70,10 @@ def _bad_state():
 
 @bp.route("/cards/new", methods=["GET", "POST"])
 def new_card():
-    """Show the card form; on a valid test card, save it and send the customer back."""
+    """Show the card form; on a valid test card, save it and send the customer back.
+
+    A card is checked as it is saved, as a provider's verification does: a test card that
+    declines (declined, insufficient funds, expired) is refused here and never saved."""
     try:
         state = setup_serializer(current_app).loads(request.args.get("state", ""),
                                                     max_age=SETUP_MAX_AGE)
@@ -75,6 +86,10 @@ def new_card():
     if form.validate_on_submit():
         exp_month, exp_year = form.expiry_month_year()
         try:
+            outcome = find_test_card(form.number.data).outcome
+            if outcome in DECLINES:
+                raise ValueError(_("%(reason)s The card is not saved: try another one.",
+                                   reason=decline_reason(outcome)))
             card = registry().provider("sandbox").tokenize(
                 customer=customer, source=form.number.data, exp_month=exp_month,
                 exp_year=exp_year)

@@ -237,7 +237,8 @@ class StripeProvider:
             raise ValueError("Only cards can be saved here.")
         card = method.card
         return CardDetails(token=method.id, brand=card.brand, last4=card.last4,
-                           exp_month=card.exp_month, exp_year=card.exp_year)
+                           exp_month=card.exp_month, exp_year=card.exp_year,
+                           fingerprint=plain(card).get("fingerprint"))
 
     # --- Charges and refunds ----------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+"""The customer portal's configuration for the key's business and mode (Portico's own
+resource, not Dodo's): which features customers have, how they cancel, where a plan may
+change to. The dashboard's Settings → Customer portal edits the same settings."""
+
+from flask import g
+
+from core import portal_settings
+from core.api import schemas
+from core.api.wire import ApiError, owned, route
+from core.models import Product
+
+TAG = "Customer portal"
+
+
+def _answer(settings: dict, updated_at) -> dict:
+    return {"business_id": g.business_id, "mode": g.mode,
+            "updated_at": updated_at.isoformat() if updated_at else None, **settings}
+
+
+@route("GET", "/customer-portal/configuration", tag=TAG, response=schemas.PortalConfiguration)
+def retrieve_portal_configuration():
+    """The portal's settings: each feature on or off, cancellation, plan-change rules."""
+    return _answer(*portal_settings.load(g.business_id, g.mode))
+
+
+@route("PATCH", "/customer-portal/configuration", tag=TAG, body=schemas.PortalConfigurationUpdate,
+       response=schemas.PortalConfiguration)
+def update_portal_configuration(body: schemas.PortalConfigurationUpdate):
+    """Change the portal's settings: only what is sent changes (objects are merged, the list
+    of product rules is replaced whole). Customers see the change on the next page they open."""
+    changes = body.model_dump(exclude_unset=True)
+    if body.plan_change is not None and body.plan_change.products is not None:
+        changes["plan_change"]["products"] = [rule.model_dump() for rule in body.plan_change.products]
+    cancellation = portal_settings.merged(portal_settings.load(g.business_id, g.mode)[0],
+                                          changes)["cancellation"]
+    if cancellation["reason_required"] and not cancellation["reasons"]:
+        raise ApiError(422, "INVALID_REQUEST_BODY",
+                       "cancellation.reason_required needs at least one reason to choose from.")
+    rules = (changes.get("plan_change") or {}).get("products")
+    if rules is not None:
+        named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}
+        known = {p.id for p in owned(Product).where(Product.id.in_(list(named)))}
+        if named - known:
+            raise ApiError(422, "INVALID_REQUEST_BODY",
+                           f"No such product: {', '.join(sorted(named - known))}.")
+        for rule in rules:
+            if rule["max_quantity"] is not None and rule["max_quantity"] < rule["min_quantity"]:
+                raise ApiError(422, "INVALID_REQUEST_BODY",
+                               f"plan_change.products: max_quantity of {rule['product_id']} is "
+                               f"below its min_quantity.")
+    portal_settings.save(g.business_id, g.mode, changes)
+    return _answer(*portal_settings.load(g.business_id, g.mode))

@@ -1,0 +1,113 @@
+"""The portal each merchant configures, per business and mode: which features customers have
+(billing history, payment method update, cancellation, plan change, seat change, the profile
+fields they may edit, license activation removal), how cancellation works (when, with or
+without a prorated refund, which reasons are offered and whether one is required) and, per
+product, which products and quantities a plan change may go to.
+
+Settings are read afresh for every request (``current``), so a change applies to the next page
+a customer opens. A business that never changed them has ``DEFAULTS``: everything on, the
+customer's choice of when to cancel, Dodo's ``cancellation_feedback`` values as reasons.
+"""
+
+import copy
+from datetime import datetime
+from fractions import Fraction
+
+from flask import request
+from peewee import IntegrityError
+
+from core import billing
+from core.models import Payment, PortalConfiguration, Refund, Subscription, db, utcnow
+
+REASONS = ("too_expensive", "missing_features", "switched_service", "unused", "customer_service",
+           "low_quality", "too_complex", "other")  # Dodo's CancellationFeedback values
+CANCELLATION_MODES = ("customer_choice", "immediately", "at_period_end")
+PRORATIONS = ("prorated_immediately", "next_billing_date")
+PROFILE_FIELDS = ("name", "email", "phone", "billing_address", "tax_id")
+
+DEFAULTS = {
+    "billing_history": True,
+    "payment_method_update": True,
+    "license_activation_removal": True,
+    "profile_fields": {name: True for name in PROFILE_FIELDS},
+    "cancellation": {"enabled": True, "mode": "customer_choice", "prorated_refund": False,
+                     "reasons": list(REASONS), "reason_required": False},
+    "plan_change": {"enabled": True, "products": []},
+    "quantity_change": {"enabled": True},
+}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, object by object (a list is replaced whole)."""
+    result = copy.deepcopy(base)
+    for name, value in changes.items():
+        if isinstance(value, dict) and isinstance(result.get(name), dict):
+            result[name] = merged(result[name], value)
+        else:
+            result[name] = copy.deepcopy(value)
+    return result
+
+
+def load(business_id: str, mode: str) -> tuple[dict, datetime | None]:
+    """The settings of a business in one mode (defaults where it set nothing), and when they
+    last changed (``None``: never)."""
+    row = PortalConfiguration.get_or_none((PortalConfiguration.business == business_id)
+                                          & (PortalConfiguration.mode == mode))
+    return (merged(DEFAULTS, row.settings), row.updated_at) if row else (copy.deepcopy(DEFAULTS), None)
+
+
+def save(business_id: str, mode: str, changes: dict) -> dict:
+    """Lay ``changes`` over the stored settings and keep them; returns the whole settings."""
+    settings = merged(load(business_id, mode)[0], changes)
+    where = (PortalConfiguration.business == business_id) & (PortalConfiguration.mode == mode)
+    if not PortalConfiguration.update(settings=settings, updated_at=utcnow()).where(where).execute():
+        try:
+            with db.atomic():
+                PortalConfiguration.create(business=business_id, mode=mode, settings=settings)
+        except IntegrityError:  # made by a concurrent change a moment ago
+            PortalConfiguration.update(settings=settings, updated_at=utcnow()).where(where).execute()
+    return settings
+
+
+def current(business_id: str, mode: str) -> dict:
+    """The settings for this request: read once per request (kept on the request itself, never
+    beyond it), so the next request sees any change."""
+    memo = request.environ.setdefault("portico.portal_settings", {})
+    if (business_id, mode) not in memo:
+        memo[business_id, mode] = load(business_id, mode)[0]
+    return memo[business_id, mode]
+
+
+def product_rule(settings: dict, product_id: str) -> dict | None:
+    """The plan-change rule the merchant set for subscriptions of ``product_id``, if any."""
+    return next((rule for rule in settings["plan_change"]["products"]
+                 if rule["product_id"] == product_id), None)
+
+
+def cancel_whens(settings: dict) -> tuple[str, ...]:
+    """When a customer may cancel (``now``, ``period_end``), as the cancellation mode says."""
+    mode = settings["cancellation"]["mode"]
+    return {"immediately": ("now",), "at_period_end": ("period_end",)}.get(mode, ("period_end", "now"))
+
+
+def refund_unused_period(sub: Subscription, now: datetime | None = None) -> Refund | None:
+    """After an immediate cancel, refund the unused part of the period already paid: the
+    payment that paid for the current period, prorated to the day like a plan change, through
+    ``billing.refund_payment`` (never more than is left of it). ``None`` when nothing is due."""
+    now = now or utcnow()
+    paid = (Payment.select()
+            .where((Payment.subscription == sub) & (Payment.status == "succeeded")
+                   & Payment.kind.in_(("new", "renewal", "arrears"))
+                   & (Payment.period_start <= now) & (Payment.period_end > now))
+            .order_by(Payment.created_at.desc()).first())
+    if paid is None:
+        return None
+    period_days = (paid.period_end.date() - paid.period_start.date()).days or 1
+    left_days = max((paid.period_end.date() - now.date()).days, 0)
+    amount = min(billing.round_half_up(Fraction(paid.amount * left_days, period_days)),
+                 billing.refundable(paid))
+    if amount <= 0:
+        return None
+    return billing.refund_payment(paid, amount, reason="Prorated refund of the unused period",
+                                  initiated_by="merchant",
+                                  metadata={"policy": "prorated_refund_on_cancel"})
