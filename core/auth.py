@@ -129,17 +129,19 @@ def issue_token(customer, purpose: str, ttl: int, data=None) -> str:
 
 
 def sign_in_link(customer, purpose: str = "magic_link", return_url: str | None = None,
-                 next: str | None = None) -> str:
+                 next: str | None = None, flow: dict | None = None) -> str:
     """A fresh sign-in URL for ``customer``, ``{BASE_URL}/session/{token}``.
 
     Built from the configured base URL, never the request's ``Host``. A ``magic_link`` lives
     ``MAGIC_LINK_TTL``; an ``api_session`` link, handed to the merchant's server to redirect
     the customer at once, lives ``API_SESSION_LINK_TTL`` unless visited. ``next`` is the
-    portal page the customer lands on once signed in (a ``/portal/`` path).
+    portal page the customer lands on once signed in (a ``/portal/`` path). ``flow`` (checked
+    by ``core.portal_flows.check``) limits the session the link starts to that one flow.
     """
     config = current_app.config
     ttl = config["API_SESSION_LINK_TTL"] if purpose == "api_session" else config["MAGIC_LINK_TTL"]
-    data = {name: value for name, value in (("return_url", return_url), ("next", next)) if value}
+    data = {name: value for name, value in (("return_url", return_url), ("next", next),
+                                            ("flow", flow)) if value}
     raw = issue_token(customer, purpose, ttl, data or None)
     return f"{config['BASE_URL']}/session/{raw}"
 
@@ -192,11 +194,11 @@ def _audit_rejection(event: str, raw: str, purposes, outcome=None, ip=None):
 # --- Customer sessions ----------------------------------------------------------------------------
 
 
-def _start_session(customer, return_url=None, ip=None, user_agent=None) -> PortalSession:
+def _start_session(customer, return_url=None, ip=None, user_agent=None, flow=None) -> PortalSession:
     return PortalSession.create(
         business=customer.business_id, mode=customer.mode, customer=customer,
         expires_at=utcnow() + timedelta(seconds=current_app.config["SESSION_TTL"]),
-        return_url=return_url, ip=ip, user_agent=(user_agent or "")[:512] or None)
+        return_url=return_url, flow=flow, ip=ip, user_agent=(user_agent or "")[:512] or None)
 
 
 def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | None:
@@ -206,8 +208,8 @@ def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | No
     with locked():
         token = _consume(raw, SIGN_IN_PURPOSES)
         customer = _bound_customer(token) if token else None
-        record = (_start_session(customer, token.data.get("return_url"), ip, user_agent)
-                  if customer else None)
+        record = (_start_session(customer, token.data.get("return_url"), ip, user_agent,
+                                 token.data.get("flow")) if customer else None)
     if record:
         audit("sign_in", customer=customer, ip=ip, via=token.purpose, session=record.id)
     else:
@@ -217,7 +219,7 @@ def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | No
 
 SESSION_COLUMNS = (PortalSession.id, PortalSession.created_at, PortalSession.business,
                    PortalSession.mode, PortalSession.customer, PortalSession.last_seen_at,
-                   PortalSession.expires_at, PortalSession.return_url)
+                   PortalSession.expires_at, PortalSession.return_url, PortalSession.flow)
 BUSINESS_COLUMNS = (Business.id, Business.name, Business.logo, Business.brand_color,
                     Business.default_return_url, Business.support_email)  # what portal pages show
 

@@ -48,7 +48,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from core import auth, billing, endpoints, portal_settings
+from core import auth, billing, endpoints, portal_flows, portal_settings
 from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
 from core.models import (
@@ -60,6 +60,7 @@ from core.models import (
     Payment,
     Product,
     Refund,
+    Subscription,
     WebhookEndpoint,
     utcnow,
 )
@@ -258,8 +259,25 @@ def invite_link(customer_id):
     """Make a dynamic sign-in link, shown once (on the page this redirects to), to copy and
     hand to the customer."""
     found = _get(Customer, customer_id)
-    link = auth.sign_in_link(found)
-    auth.audit("sign_in_link.issued", customer=found, by=current_user.user.id)
+    form = request.form
+    flow = None
+    if form.get("flow"):  # a deep link into one task, as the API's portal session makes
+        wanted = {"type": form["flow"], "subscription_id": form.get("subscription_id") or None,
+                  "product_id": form.get("product_id") or None,
+                  "quantity": form.get("quantity", type=int)}
+        after = {"type": form.get("after_completion") or "hosted_confirmation",
+                 "url": (form.get("url") or "").strip() or None,
+                 "message": " ".join((form.get("message") or "").split())[:500] or None}
+        try:
+            if wanted["type"] not in portal_flows.TYPES or after["type"] not in portal_flows.AFTER:
+                raise portal_flows.FlowError("INVALID_REQUEST_BODY", "Choose a task and an ending.")
+            flow = portal_flows.check(found, wanted, after, live=found.mode == "live")
+        except portal_flows.FlowError as error:
+            flash(f"No link was made: {error.message}", "error")
+            return redirect(url_for(".customer", customer_id=found.id) + "#share-invite", 303)
+    link = auth.sign_in_link(found, flow=flow)
+    auth.audit("sign_in_link.issued", customer=found, by=current_user.user.id,
+               flow=flow["type"] if flow else None)
     _show_once("dynamic-link", found.id, link)
     return redirect(url_for(".customer", customer_id=found.id), 303)
 
@@ -349,7 +367,12 @@ def _customer_page(found, dynamic_link=None):
     for row in Refund.select().where(Refund.payment.in_([p.id for p in payments])).order_by(
             Refund.created_at):
         refunds.setdefault(row.payment_id, []).append(row)
+    subscriptions = list(_scoped(Subscription).where(Subscription.customer == found)
+                         .order_by(Subscription.created_at.desc()))
+    plans = list(_scoped(Product).where((Product.is_recurring == True)  # noqa: E712
+                                        & (Product.archived == False)).order_by(Product.name))  # noqa: E712
     return render_template("dashboard/customer.html", customer=found, static_link=static_link,
+                           subscriptions=subscriptions, plans=plans,
                            dynamic_link=dynamic_link, payments=payments, refunds=refunds,
                            refundable={p.id: billing.refundable(p) for p in payments
                                        if p.status == "succeeded"},

@@ -40,7 +40,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from core import auth, billing, licensing, payment_methods, portal_settings
+from core import auth, billing, licensing, payment_methods, portal_flows, portal_settings
 from core.auth import client_ip, customer_required
 from core.billing_details import (
     InvalidBillingDetails,
@@ -97,21 +97,45 @@ REFUSALS = {  # BillingError codes a customer can meet here
 
 
 def portal_page(view):
-    """A portal view: signed-in customers only, rendered with who they are and their business."""
+    """A portal view: signed-in customers only, rendered with who they are and their business.
+    A session limited to one flow (a deep link) opens only that flow's pages: others answer
+    404, as pages that do not exist (``core.portal_flows``)."""
 
     @customer_required
     @wraps(view)
     def wrapper(*args, **kwargs):
+        flow = current_user.session.flow
+        if flow and not portal_flows.allows(flow, request.endpoint, request.view_args or {}):
+            abort(404)
         return view(current_user.customer, *args, **kwargs)
 
     return wrapper
+
+
+def back_to(sub):
+    """After a refusal or a no-op: the subscription's page, or in a flow session the flow's
+    first page (the only ones it may open)."""
+    flow = current_user.session.flow
+    if flow and request.method == "GET":  # the flow's own page cannot be shown: say why
+        return render("portal/flow_done.html", message=None, refused=True)
+    if flow:
+        return redirect(portal_flows.start(flow), 303)
+    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+
+
+def done(default: str):
+    """Where a finished task leads: in a flow session, the flow's ending (its confirmation,
+    redirect or the portal's home); otherwise ``default``."""
+    if current_user.session.flow:
+        return redirect(url_for(".flow_done"), 303)
+    return redirect(default, 303)
 
 
 def render(template, **context):
     user = current_user
     return render_template(template, business=user.business, mode=user.session.mode,
                            customer=user.customer, return_url=return_url(user),
-                           features=settings(), **context)
+                           features=settings(), flow=user.session.flow, **context)
 
 
 def settings() -> dict:
@@ -390,7 +414,7 @@ def cancel(customer, subscription_id):
     sub = own_subscription(customer, subscription_id)
     if sub.status not in ("active", "on_hold"):
         flash(_("This subscription is already %(status)s.", status=status_label(sub.status)))
-        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+        return back_to(sub)
     policy = settings()["cancellation"]
     whens = cancel_whens(sub, policy)
     if not whens:
@@ -418,7 +442,7 @@ def cancel(customer, subscription_id):
                          "period is refunded to %(card)s.",
                          amount=format_money(refund.amount, refund.currency, current_locale()),
                          card=billing.card_label(refund.payment.payment_method)))
-        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+        return done(url_for(".subscription", subscription_id=sub.id))
     return render("portal/cancel.html", sub=sub, form=form, whens=whens,
                   feedback=reasons), 400 if form.errors else 200
 
@@ -443,7 +467,7 @@ def undo_cancel(customer, subscription_id):
     else:
         flash(_("Your subscription continues. It renews on %(date)s.",
                 date=format_day(sub.next_billing_date)))
-    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    return back_to(sub)
 
 
 class QuantityForm(FlaskForm):
@@ -491,20 +515,20 @@ def change_plan(customer, subscription_id, product_id):
         preview = billing.preview_plan_change(sub, product, form.quantity.data)
     except billing.BillingError as error:
         flash(refusal(error), "error")
-        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+        return back_to(sub)
     if request.method == "GET":
         return render("portal/plan_change.html", sub=sub, product=product, form=form, preview=preview)
     try:
         payment = billing.change_plan(sub, product, form.quantity.data)
     except billing.BillingError as error:
         flash(refusal(error), "error")
-        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+        return back_to(sub)
     if payment is not None:
         return redirect(url_for(".payment", payment_id=payment.id), 303)
     flash(_("Your plan is now %(plan)s.", plan=product.name) if preview.upgrade
           else _("Your plan changes to %(plan)s on %(date)s.", plan=product.name,
                  date=format_day(preview.effective_at)))
-    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    return done(url_for(".subscription", subscription_id=sub.id))
 
 
 # --- Updating the payment method -----------------------------------------------------------------
@@ -552,13 +576,13 @@ def payment_method(customer, subscription_id):
         payment = billing.update_payment_method(sub, method)
     except billing.BillingError as error:
         flash(refusal(error), "error")
-        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+        return back_to(sub)
     if payment is not None:
         return redirect(url_for(".payment", payment_id=payment.id), 303)
     flash(_("Your payment method is now %(card)s.", card=billing.card_label(method)))
     if request.form.get("back") == "payment-methods":  # chosen on the payment methods page
         return redirect(url_for(".payment_methods_page"), 303)
-    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    return done(url_for(".subscription", subscription_id=sub.id))
 
 
 @bp.post("/subscriptions/<subscription_id>/payment-method/new")
@@ -637,25 +661,25 @@ def saved_card_added(customer):
     return redirect(url_for(".payment_methods_page"), 303)
 
 
-@bp.post("/payment-methods/<method_id>/default")
+@bp.post("/payment-methods/<payment_method_id>/default")
 @portal_page
 @PAYMENT_METHODS
-def make_default_method(customer, method_id):
+def make_default_method(customer, payment_method_id):
     """Make a method the default: new subscriptions use it, and the active ones charged to the
     previous default follow."""
-    method = own_method(customer, method_id)
+    method = own_method(customer, payment_method_id)
     payment_methods.make_default(customer, method)
     flash(_("%(card)s is now your default payment method.", card=billing.card_label(method)))
     return redirect(url_for(".payment_methods_page"), 303)
 
 
-@bp.post("/payment-methods/<method_id>/remove")
+@bp.post("/payment-methods/<payment_method_id>/remove")
 @portal_page
 @PAYMENT_METHODS
-def remove_method(customer, method_id):
+def remove_method(customer, payment_method_id):
     """Remove a saved method; the subscriptions it paid for move to the default. Refused, with
     the reason, when it is the only method of a current subscription."""
-    method = own_method(customer, method_id)
+    method = own_method(customer, payment_method_id)
     try:
         moved = payment_methods.remove(customer, method)
     except payment_methods.MethodRefused as error:
@@ -681,7 +705,7 @@ def payment(customer, payment_id):
     payment = (Payment.select(Payment, PaymentMethod)
                .join(PaymentMethod, JOIN.LEFT_OUTER, on=(Payment.payment_method == PaymentMethod.id))
                .where((Payment.id == payment_id) & (Payment.customer == customer)).first())
-    if payment is None:
+    if payment is None or not in_flow(payment):
         abort(404)
     sub = own_subscription(customer, payment.subscription_id) if payment.subscription_id else None
     refunded = (Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
@@ -691,14 +715,38 @@ def payment(customer, payment_id):
                   reason=failure_reason(payment) if payment.status == "failed" else None)
 
 
+def in_flow(payment) -> bool:
+    """Whether a flow session (if this is one) may see ``payment``: its subscription's only."""
+    flow = current_user.session.flow
+    return not flow or payment.subscription_id == flow.get("subscription_id")
+
+
+@bp.get("/flow/done")
+@portal_page
+def flow_done(customer):
+    """The end of a deep-linked flow: its confirmation page (the merchant's message, and the
+    way back to them), a redirect to the merchant's URL, or the whole portal's home."""
+    flow = current_user.session.flow
+    if not flow:
+        return redirect(url_for(".home"), 303)
+    after = flow["after_completion"] if flow.get("completed") else portal_flows.complete(
+        current_user.session)
+    if after["type"] == "redirect":
+        return redirect(after["url"], 303)
+    if after["type"] == "portal_homepage":
+        return redirect(url_for(".home"), 303)
+    return render("portal/flow_done.html", message=after.get("message"))
+
+
 @bp.get("/payments/<payment_id>/status")
 @portal_page
 def payment_status(customer, payment_id):
     """The charge's status, for the progress page's script."""
-    status = (Payment.select(Payment.status)
-              .where((Payment.id == payment_id) & (Payment.customer == customer)).scalar())
-    if status is None:
+    payment = (Payment.select(Payment.status, Payment.subscription)
+               .where((Payment.id == payment_id) & (Payment.customer == customer)).first())
+    if payment is None or not in_flow(payment):
         abort(404)
+    status = payment.status
     return jsonify(status=status, done=status != "processing")
 
 
@@ -876,7 +924,7 @@ def profile(customer):
     customer.preferred_locale = form.locale.data
     refresh()  # say it in the language just chosen
     flash(_("Your profile is saved."))
-    return redirect(url_for(".profile"), 303)
+    return done(url_for(".profile"))
 
 
 @bp.post("/profile/my-data.json")

@@ -26,7 +26,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField
 from wtforms.validators import Email, InputRequired, Length
 
-from core import auth
+from core import auth, portal_flows
 from core.auth import client_ip, limiter
 from core.i18n import current_locale, supported
 from core.jobs import enqueue
@@ -115,7 +115,8 @@ def use_magic_link(token):
     auth.login(record)
     if locale:
         session["locale"] = locale
-    landing = portal_path(auth.find_token(token).data.get("next"))
+    flow = record.flow
+    landing = portal_flows.start(flow) if flow else portal_path(auth.find_token(token).data.get("next"))
     return token_page(redirect(landing or url_for("portal.home"), 303))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port
-from dodopayments import DodoPayments, NotFoundError, PermissionDeniedError
+from dodopayments import ConflictError, DodoPayments, NotFoundError, PermissionDeniedError
 
 from core import auth, billing, payloads
 from core.models import Business, Subscription
@@ -286,3 +286,57 @@ def test_the_sdk_refunds_a_payment_and_fetches_its_credit_note(app, server, rece
     events = [c.webhooks.unwrap(body, headers=headers, key=secret) for headers, body in receiver.received]
     assert [e.type for e in events] == ["refund.succeeded", "refund.succeeded"]
     assert {e.data.refund_id for e in events} == {part.refund_id, rest.refund_id}
+
+
+def landing(link: str) -> str:
+    """Where a portal link leads once used as a browser does (its page, then the POST)."""
+    with httpx.Client() as browser:
+        page = browser.get(link)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+        return browser.post(link, data={"csrf_token": token[1]}).headers["location"]
+
+
+def test_the_sdk_deep_links_into_each_portal_flow(app, server):
+    """The portal session's ``flow`` and ``after_completion``, sent through the SDK's
+    ``extra_body`` (and ``extra_query``), the portal's settings read and changed strictly."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    recurring = {"type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+                 "payment_frequency_interval": "Month", "subscription_period_count": 1,
+                 "subscription_period_interval": "Year"}
+    pro = c.products.create(name="Pro", tax_category="saas", price=recurring)
+    team = c.products.create(name="Team", tax_category="saas", price={**recurring, "price": 4500})
+    cust = c.customers.create(email="dee@example.com", name="Dee")
+    with pytest.deprecated_call():
+        sub_id = c.subscriptions.create(billing={"country": "FR"}, customer={"customer_id": cust.customer_id},
+                                        product_id=pro.product_id, quantity=1,
+                                        payment_method_id="pm_card_visa").subscription_id
+    portal = c.customers.customer_portal
+    starts = {
+        "payment_method_update": ({"subscription_id": sub_id},
+                                  f"/portal/subscriptions/{sub_id}/payment-method"),
+        "subscription_cancel": ({"subscription_id": sub_id}, f"/portal/subscriptions/{sub_id}/cancel"),
+        "subscription_update": ({"subscription_id": sub_id}, f"/portal/subscriptions/{sub_id}/plan"),
+        "subscription_update_confirm": ({"subscription_id": sub_id, "product_id": team.product_id,
+                                         "quantity": 3},
+                                        f"/portal/subscriptions/{sub_id}/plan/{team.product_id}?quantity=3"),
+        "customer_update": ({}, "/portal/profile"),
+    }
+    for kind, (details, start) in starts.items():
+        link = portal.create(cust.customer_id, return_url="https://acme.example/account", extra_body={
+            "flow": {"type": kind, **details},
+            "after_completion": {"type": "redirect", "url": "https://acme.example/done"}}).link
+        assert landing(link) == start, kind
+    link = portal.create(cust.customer_id, extra_query={
+        "flow": {"type": "subscription_cancel", "subscription_id": sub_id}}).link
+    assert landing(link) == f"/portal/subscriptions/{sub_id}/cancel"
+
+    configuration = c.get("/customer-portal/configuration", cast_to=httpx.Response).json()
+    assert configuration["cancellation"]["enabled"] is True
+    c.patch("/customer-portal/configuration", cast_to=httpx.Response,
+            body={"cancellation": {"enabled": False}})
+    with pytest.raises(ConflictError) as refused:
+        portal.create(cust.customer_id, extra_body={"flow": {"type": "subscription_cancel",
+                                                             "subscription_id": sub_id}})
+    assert refused.value.body["code"] == "PORTAL_FEATURE_DISABLED"

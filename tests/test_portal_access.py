@@ -79,7 +79,7 @@ def records(customer, product, payments=1, keys=1) -> dict:
     return {"subscription_id": sub.id, "payment_id": rows[0]["id"],
             "invoice_id": Invoice.get(Invoice.payment == rows[0]["id"]).id,
             "key_id": key_ids[0][0], "instance_id": key_ids[0][1], "product_id": None,
-            "payment_method": card.id, "refund_id": refund.id}
+            "payment_method": card.id, "payment_method_id": card.id, "refund_id": refund.id}
 
 
 @pytest.fixture

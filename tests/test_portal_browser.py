@@ -2,6 +2,7 @@
 375 and 1280 px; and the on-hold flow end to end with a real RQ worker and a real SMTP server."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,3 +244,69 @@ def test_an_on_hold_subscription_is_reactivated_through_a_real_worker(worker_app
     subjects = sorted(m["Subject"] for m in inbox.messages())
     assert subjects == ["Receipt for your payment to Acme Software", "Your Pro subscription is active"]
     assert all(m["To"].addresses[0].addr_spec == "ann@example.com" for m in inbox.messages())
+
+
+# --- Deep links into one flow ------------------------------------------------------------------------
+
+
+FLOWS = {  # flow type: (where it lands, how the customer completes it)
+    "payment_method_update": ("/portal/subscriptions/{sub}/payment-method",
+                              lambda page: (page.get_by_role("button", name="Add a new card").click(),
+                                            add_test_card(page),
+                                            page.get_by_role("button", name="Confirm changes").click())),
+    "subscription_cancel": ("/portal/subscriptions/{sub}/cancel",
+                            lambda page: page.get_by_role("button", name="Confirm cancellation").click()),
+    "subscription_update": ("/portal/subscriptions/{sub}/plan",
+                            lambda page: (page.get_by_role("button", name="See the price").click(),
+                                          page.get_by_role("button", name="Confirm plan change").click(),
+                                          page.get_by_role("link", name="Continue").click())),
+    "subscription_update_confirm": (
+        "/portal/subscriptions/{sub}/plan/{team}",
+        lambda page: (page.get_by_role("button", name="Confirm plan change").click(),
+                      page.get_by_role("link", name="Continue").click())),
+    "customer_update": ("/portal/profile",
+                        lambda page: (page.get_by_label("Phone").fill("+33 6 12 34 56 78"),
+                                      page.get_by_role("button", name="Save").click())),
+}
+ENDINGS = {"payment_method_update": "hosted_confirmation", "subscription_cancel": "redirect",
+           "subscription_update": "portal_homepage", "subscription_update_confirm": "hosted_confirmation",
+           "customer_update": "redirect"}
+
+
+@pytest.mark.parametrize("kind", FLOWS)
+def test_a_deep_link_lands_in_its_flow_which_ends_where_the_merchant_said(served, page, api, business,
+                                                                          customer, product, subscribe,
+                                                                          kind):
+    sub, _ = subscribe(customer, product)
+    team = Product.create(business=business, mode="test", name="Team", price=4500, currency="EUR",
+                          is_recurring=True)
+    ending = ENDINGS[kind]
+    after = {"type": ending, "url": f"{served}/healthz" if ending == "redirect" else None,
+             "message": "Thank you, all set." if ending == "hosted_confirmation" else None}
+    flow = {"type": kind, "subscription_id": sub.id if kind != "customer_update" else None,
+            "product_id": team.id if kind == "subscription_update_confirm" else None,
+            "quantity": 2 if kind == "subscription_update_confirm" else None}
+    answer = api.post(f"/customers/{customer.id}/customer-portal/session?return_url={served}/healthz",
+                      {"flow": {k: v for k, v in flow.items() if v is not None},
+                       "after_completion": {k: v for k, v in after.items() if v is not None}})
+    landing, complete = FLOWS[kind]
+    violations = csp_violations(page)
+
+    page.goto(answer.json["link"])
+    page.locator("form[data-continue] button").click()
+    page.wait_for_url(re.compile(re.escape(served + landing.format(sub=sub.id, team=team.id))))
+    expect(page.locator("nav.portal-nav a")).to_have_count(0)  # only this flow: no way elsewhere
+    page.screenshot_as(f"portal-flow-{kind}-en")
+    complete(page)
+    if ending == "redirect":
+        page.wait_for_url(f"{served}/healthz")
+    elif ending == "portal_homepage":
+        page.wait_for_url(f"{served}/portal/")
+        expect(page.get_by_role("link", name="Billing", exact=True)).to_be_visible()
+    else:
+        expect(page.get_by_role("heading", name="All done")).to_be_visible()
+        expect(page.get_by_text("Thank you, all set.")).to_be_visible()
+        expect(page.get_by_role("link", name="Return to Acme Software", exact=True)).to_be_visible()
+        page.goto(f"{served}/portal/billing")
+        expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert violations == []

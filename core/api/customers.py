@@ -1,12 +1,13 @@
 """Customers: create, retrieve, list and update them; their saved payment methods; and the
 portal session link that signs one in."""
 
-from flask import g
+from flask import g, request
 from peewee import IntegrityError
+from pydantic import ValidationError
 
-from core import auth, payloads, payment_methods, privacy
+from core import auth, payloads, payment_methods, portal_flows, privacy
 from core.api import schemas
-from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.api.wire import ApiError, describe, filtered, owned, paginate, route, scoped
 from core.billing_details import InvalidBillingDetails, check_tax_id, clean_address
 from core.jobs import enqueue
 from core.models import Customer, PaymentMethod, db
@@ -152,21 +153,55 @@ def delete_payment_method(customer_id: str, payment_method_id: str):
 # --- Portal sessions ----------------------------------------------------------------------------
 
 
+def _bracketed(name: str) -> dict | None:
+    """``name[key]=value`` query parameters as ``{key: value}`` (how the SDK's ``extra_query``
+    sends an object), whole numbers read as numbers; ``None`` when there are none."""
+    found = {key[len(name) + 1:-1]: value for key, value in request.args.items()
+             if key.startswith(name + "[") and key.endswith("]")}
+    return {key: int(value) if value.isdigit() else value
+            for key, value in found.items()} or None
+
+
+def _flow_of(body: schemas.PortalSessionBody):
+    """The deep link asked for, by the JSON body or else by ``flow[...]`` query parameters."""
+    if body.flow is None and body.after_completion is None and _bracketed("flow"):
+        body = schemas.PortalSessionBody.model_validate(
+            {"flow": _bracketed("flow"), "after_completion": _bracketed("after_completion")})
+    return body
+
+
 @route("POST", "/customers/{customer_id}/customer-portal/session", tag=TAG,
-       query=schemas.PortalSessionQuery, response=schemas.PortalSession)
-def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery):
+       query=schemas.PortalSessionQuery, body=schemas.PortalSessionBody,
+       response=schemas.PortalSession, errors=(409,))
+def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery,
+                            body: schemas.PortalSessionBody):
     """Create a portal session link for a customer: ``{"link": ...}``. The link signs the
     customer in once, if visited within ``API_SESSION_LINK_TTL``; ``return_url`` becomes the
     portal's "Return to {business}" link; ``send_email=true`` also e-mails them a sign-in link
-    (429 over ``EMAIL_LIMIT_PER_CUSTOMER``)."""
+    (429 over ``EMAIL_LIMIT_PER_CUSTOMER``). An optional body ``{"flow", "after_completion"}``
+    limits the session to one task (update a subscription's payment method, cancel it, change
+    its plan, confirm a given plan change, update the profile) and says where the customer
+    goes once it is done: a confirmation page, a redirect (checked like ``return_url``) or the
+    portal's home. A flow the business has switched off is refused (409
+    ``PORTAL_FEATURE_DISABLED``)."""
     customer = scoped(Customer, customer_id, "customer")
     return_url = query.return_url or None
     if return_url and g.mode == "live" and not return_url.startswith("https://"):
         raise ApiError(400, "INVALID_QUERY_PARAMS",
                        "return_url must be an absolute https:// URL of at most 2000 characters.")
+    try:
+        body = _flow_of(body)
+        flow = portal_flows.check(customer, body.flow.model_dump() if body.flow else None,
+                                  body.after_completion.model_dump() if body.after_completion else None,
+                                  live=g.mode == "live")
+    except ValidationError as error:
+        raise ApiError(400, "INVALID_QUERY_PARAMS", describe(error)) from None
+    except portal_flows.FlowError as error:
+        status = {"NOT_FOUND": 404, "PORTAL_FEATURE_DISABLED": 409}.get(error.code, 422)
+        raise ApiError(status, error.code, error.message) from None
     if query.send_email:
         auth.limit_emails(customer.id, None)
-    link = auth.sign_in_link(customer, "api_session", return_url=return_url)
+    link = auth.sign_in_link(customer, "api_session", return_url=return_url, flow=flow)
     auth.audit("sign_in_link.issued", customer=customer, via="api", key=g.api_key.prefix)
     if query.send_email:
         enqueue(auth.send_sign_in_link, customer.id, return_url, g.api_key.prefix)

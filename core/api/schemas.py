@@ -238,6 +238,32 @@ class PortalSessionQuery(Query):
                                                      "https only with a live key.")
 
 
+class PortalFlow(In):
+    type: Literal["payment_method_update", "subscription_cancel", "subscription_update",
+                  "subscription_update_confirm", "customer_update"] = Field(
+        description="The one task the session is limited to.")
+    subscription_id: Id | None = Field(None, description="The customer's subscription it is "
+                                                         "about (every type but customer_update).")
+    product_id: Id | None = Field(None, description="subscription_update_confirm: the new plan.")
+    quantity: Quantity | None = Field(None, description="subscription_update_confirm: the new "
+                                                        "quantity (default: the current one).")
+
+
+class AfterCompletion(In):
+    type: Literal["redirect", "hosted_confirmation", "portal_homepage"]
+    url: Url | None = Field(None, description="redirect: where to; https only with a live key.")
+    message: line(500) | None = Field(None, description="hosted_confirmation: what it says.")
+
+
+class PortalSessionBody(In):
+    """Optional: a deep link into one flow of the portal (send it with the SDK's ``extra_body``)."""
+
+    flow: PortalFlow | None = None
+    after_completion: AfterCompletion | None = Field(
+        None, description="Where the customer goes once the flow is done (default: a "
+                          "confirmation page).")
+
+
 class CustomerLimited(Out):
     customer_id: str
     email: str

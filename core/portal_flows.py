@@ -1,0 +1,133 @@
+"""Deep links into one portal flow: a portal session limited to one task (update the payment
+method of a subscription, cancel it, change its plan, confirm one given plan change, update
+the profile), and where the customer goes once it is done (``after_completion``).
+
+The merchant asks for one with the API's portal session (its optional JSON body, which the
+Dodo SDK sends with ``extra_body``) or the dashboard's "Share invite". The flow is checked
+here once, stored with the sign-in token, then on the customer's ``PortalSession``: while it
+is set, the portal serves only that flow's pages (any other answers 404) and shows no
+navigation to the rest; once the task is done the flow is ``completed`` and the customer sees
+the confirmation, is redirected, or (``portal_homepage``) gets the whole portal.
+"""
+
+from flask import url_for
+
+from core import portal_settings
+from core.models import Customer, PortalSession, Product, Subscription
+
+TYPES = ("payment_method_update", "subscription_cancel", "subscription_update",
+         "subscription_update_confirm", "customer_update")
+AFTER = ("redirect", "hosted_confirmation", "portal_homepage")
+FEATURE = {  # the portal setting each flow needs on
+    "payment_method_update": lambda s: s["payment_method_update"],
+    "subscription_cancel": lambda s: s["cancellation"]["enabled"],
+    "subscription_update": lambda s: s["plan_change"]["enabled"],
+    "subscription_update_confirm": lambda s: s["plan_change"]["enabled"],
+    "customer_update": lambda s: True,
+}
+# The portal pages (endpoints) each flow may open, besides its confirmation
+PAGES = {
+    "payment_method_update": {"portal.payment_method", "portal.add_card", "portal.card_added",
+                              "portal.payment", "portal.payment_status"},
+    "subscription_cancel": {"portal.cancel"},
+    "subscription_update": {"portal.plans", "portal.change_plan", "portal.payment",
+                            "portal.payment_status"},
+    "subscription_update_confirm": {"portal.change_plan", "portal.payment", "portal.payment_status"},
+    "customer_update": {"portal.profile", "portal.change_email", "portal.sign_in_again",
+                        "portal.export_my_data"},
+}
+ALWAYS = {"portal.flow_done"}
+
+
+class FlowError(Exception):
+    """A flow that cannot be made: ``code`` is stable (``NOT_FOUND``, ``INVALID_REQUEST_BODY``,
+    ``PORTAL_FEATURE_DISABLED``), ``message`` says what to fix."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def check(customer: Customer, flow: dict | None, after: dict | None, live: bool) -> dict | None:
+    """The flow to store for ``customer`` (``{"type", "subscription_id"?, "product_id"?,
+    "quantity"?, "after_completion": {"type", "url"?, "message"?}}``), or ``None`` for the whole
+    portal. Raises ``FlowError`` for a subscription or product the customer does not have, a
+    flow the business has switched off, or a redirect that is not an absolute http(s) URL
+    (https only in live mode, like ``return_url``)."""
+    if flow is None:
+        if after is not None:
+            raise FlowError("INVALID_REQUEST_BODY", "after_completion goes with a flow.")
+        return None
+    kind = flow["type"]
+    stored = {"type": kind}
+    needs_sub = kind != "customer_update"
+    if needs_sub:
+        if not flow.get("subscription_id"):
+            raise FlowError("INVALID_REQUEST_BODY", f"flow.subscription_id is required for {kind}.")
+        sub = Subscription.get_or_none((Subscription.id == flow["subscription_id"])
+                                       & (Subscription.customer == customer))
+        if sub is None:
+            raise FlowError("NOT_FOUND", "No such subscription for this customer.")
+        stored["subscription_id"] = sub.id
+    if kind == "subscription_update_confirm":
+        if not flow.get("product_id"):
+            raise FlowError("INVALID_REQUEST_BODY", "flow.product_id is required for "
+                                                    "subscription_update_confirm.")
+        product = Product.get_or_none((Product.id == flow["product_id"])
+                                      & (Product.business == customer.business_id)
+                                      & (Product.mode == customer.mode))
+        if product is None:
+            raise FlowError("NOT_FOUND", "No such product.")
+        stored["product_id"] = product.id
+        stored["quantity"] = flow.get("quantity") or sub.quantity
+    if not FEATURE[kind](portal_settings.load(customer.business_id, customer.mode)[0]):
+        raise FlowError("PORTAL_FEATURE_DISABLED",
+                        f"The {kind} flow needs a portal feature this business has switched off.")
+    after = dict(after or {"type": "hosted_confirmation"})
+    if after["type"] == "redirect":
+        url = after.get("url") or ""
+        if not url.startswith(("https://", "http://")) or (live and not url.startswith("https://")):
+            raise FlowError("INVALID_REQUEST_BODY", "after_completion.url must be an absolute "
+                                                    "https:// URL (http:// too in test mode).")
+    stored["after_completion"] = {"type": after["type"], "url": after.get("url"),
+                                  "message": after.get("message")}
+    return stored
+
+
+def start(flow: dict) -> str:
+    """The portal page a flow begins on."""
+    kind, sub = flow["type"], flow.get("subscription_id")
+    if kind == "payment_method_update":
+        return url_for("portal.payment_method", subscription_id=sub)
+    if kind == "subscription_cancel":
+        return url_for("portal.cancel", subscription_id=sub)
+    if kind == "subscription_update":
+        return url_for("portal.plans", subscription_id=sub)
+    if kind == "subscription_update_confirm":
+        return url_for("portal.change_plan", subscription_id=sub, product_id=flow["product_id"],
+                       quantity=flow["quantity"])
+    return url_for("portal.profile")
+
+
+def allows(flow: dict, endpoint: str, view_args: dict) -> bool:
+    """Whether a session limited to ``flow`` may open this portal page: one of its flow's,
+    for its subscription (and product), and not once the flow is done."""
+    if endpoint in ALWAYS:
+        return True
+    if flow.get("completed") or endpoint not in PAGES[flow["type"]]:
+        return False
+    if "subscription_id" in view_args and view_args["subscription_id"] != flow.get("subscription_id"):
+        return False
+    if "product_id" in view_args and flow.get("product_id") not in (None, view_args["product_id"]):
+        return False
+    return True
+
+
+def complete(session: PortalSession) -> dict:
+    """Mark the session's flow done; with ``portal_homepage`` the session becomes a whole
+    portal session. Returns the flow's ``after_completion``."""
+    flow = session.flow
+    after = flow["after_completion"]
+    session.flow = None if after["type"] == "portal_homepage" else {**flow, "completed": True}
+    PortalSession.update(flow=session.flow).where(PortalSession.id == session.id).execute()
+    return after
