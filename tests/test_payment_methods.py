@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import csrf_token
 
-from core import auth, billing
+from core import auth, billing, payment_methods
 from core.models import Payment, PaymentMethod, Subscription
 
 
@@ -200,3 +200,22 @@ def test_the_same_test_token_saved_twice_through_the_api_is_one_card(api, custom
         assert answer.status_code == 200
     assert len(api.get(f"/customers/{customer.id}/payment-methods").json["items"]) == 1
     assert len({s.payment_method_id for s in Subscription.select()}) == 1
+
+
+def test_a_new_subscription_without_a_payment_method_uses_the_default(api, customer, product,
+                                                                      save_card):
+    save_card(customer, "pm_card_visa")
+    default = save_card(customer, "pm_card_mastercard")
+    payment_methods.make_default(customer, default)
+    answer = api.post("/subscriptions", {"billing": {"country": "FR"},
+                                         "customer": {"customer_id": customer.id},
+                                         "product_id": product.id, "quantity": 1})
+    assert answer.status_code == 200
+    assert Subscription.get_by_id(answer.json["subscription_id"]).payment_method_id == default.id
+
+
+def test_a_new_subscription_without_any_payment_method_is_refused(api, customer, product):
+    answer = api.post("/subscriptions", {"billing": {"country": "FR"},
+                                         "customer": {"customer_id": customer.id},
+                                         "product_id": product.id, "quantity": 1})
+    assert answer.status_code == 422 and answer.json["code"] == "NO_ELIGIBLE_PAYMENT_METHODS"

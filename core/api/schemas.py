@@ -558,8 +558,10 @@ class SubscriptionCreate(In):
                                               "created) by e-mail address.")
     product_id: Id
     quantity: Quantity
-    payment_method_id: Id = Field(description="A saved payment method of the customer; in test "
-                                              "mode, a sandbox test token such as pm_card_visa.")
+    payment_method_id: Id = Field(None, description="A saved payment method of the customer; in "
+                                                    "test mode, a sandbox test token such as "
+                                                    "pm_card_visa. Default: the customer's default "
+                                                    "payment method.")
     addons: Annotated[list[AddonItem], Field(max_length=20)] | None = None
     metadata: Metadata | None = None
     tax_id: TaxId | None = Field(None, description="Kept as the customer's tax ID when they have none.")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import current_app, g, url_for
 from peewee import IntegrityError
 
-from core import billing, payloads
+from core import billing, payloads, payment_methods
 from core.api import schemas
 from core.api.customers import billing_details
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
@@ -94,7 +94,11 @@ def create_subscription(body: schemas.SubscriptionCreate):
     _fill_billing_details(customer, address, tax_id)
     product = scoped(Product, body.product_id, "product")
     addons = _addons(product, body.addons)
-    method = _payment_method(customer, body.payment_method_id)
+    method = (_payment_method(customer, body.payment_method_id) if body.payment_method_id
+              else payment_methods.default_method(customer))
+    if method is None:
+        raise ApiError(422, "NO_ELIGIBLE_PAYMENT_METHODS",
+                       "This customer has no saved payment method: send payment_method_id.")
     sub, payment = billing.create_subscription(
         customer, product, method, quantity=body.quantity, addons=addons,
         billing=address, metadata=body.metadata or {})
