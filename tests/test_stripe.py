@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import time
+from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -27,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 import core.plugins
 from core import ConfigError, billing
 from core.hookspecs import TransientProviderError
-from core.models import Customer, Event, Invoice, Payment, PaymentMethod
+from core.models import Customer, Event, Invoice, Payment, PaymentMethod, utcnow
 from core.plugins import registry
 from plugins.sandbox.provider import luhn_valid
 
@@ -308,15 +309,29 @@ def test_a_card_declined_on_charge_gives_stripes_reason(customer, product, card)
 
 class Wire:
     """A proxy in front of localstripe that records every request and, on cue, answers the next
-    ones itself with a 500 instead of passing them on."""
+    ones itself with a 500 instead of passing them on, or changes fields of what localstripe
+    answers (``rewrite[(verb, path)] = {field: value}``: Stripe's answers localstripe never gives)."""
 
     def __init__(self, upstream):
-        self.upstream, self.requests, self.failures = upstream, [], 0
+        self.upstream, self.requests, self.failures, self.rewrite = upstream, [], 0, {}
+
+    def search_intents(self, query: str) -> Response:
+        """Stripe's PaymentIntent search (which localstripe lacks), for the one clause Portico
+        sends, ``metadata['<field>']:'<value>'``, over the intents localstripe holds."""
+        field, value = re.fullmatch(r"metadata\['([^']+)'\]:'([^']*)'", query).groups()
+        intents = httpx.get(f"{self.upstream}/v1/payment_intents", params={"limit": 100},
+                            headers={"Authorization": "Bearer sk_test_portico"}).json()["data"]
+        found = [i for i in intents if (i.get("metadata") or {}).get(field) == value]
+        return Response(json.dumps({"object": "search_result", "data": found, "has_more": False,
+                                    "next_page": None, "url": "/v1/payment_intents/search"}),
+                        200, content_type="application/json")
 
     def __call__(self, environ, start_response):
         request = Request(environ)
         self.requests.append((request.method, request.path, dict(request.headers)))
-        if self.failures:
+        if request.path == "/v1/payment_intents/search":
+            response = self.search_intents(request.args["query"])
+        elif self.failures:
             self.failures -= 1
             response = Response(json.dumps({"error": {"type": "api_error", "message": "Stripe is down"}}),
                                 500, content_type="application/json")
@@ -325,7 +340,10 @@ class Wire:
                        if name.lower() in ("authorization", "content-type", "idempotency-key")}
             answer = httpx.request(request.method, self.upstream + request.full_path.rstrip("?"),
                                    headers=headers, content=request.get_data())
-            response = Response(answer.content, answer.status_code, content_type="application/json")
+            content = answer.content
+            if (request.method, request.path) in self.rewrite and answer.status_code == 200:
+                content = json.dumps({**answer.json(), **self.rewrite[(request.method, request.path)]})
+            response = Response(content, answer.status_code, content_type="application/json")
         return response(environ, start_response)
 
 
@@ -560,6 +578,20 @@ def test_a_charge_whose_answer_was_lost_is_found_at_stripe_by_its_idempotency_ke
     assert provider.lookup(idempotency_key="never-charged") is None
 
 
+def test_a_charge_whose_answer_was_lost_is_found_by_stripes_search(make_app, wire, customer, card):
+    method = card(customer)
+    with make_app(stripe_config(wire.url)).app_context():
+        searching = registry().provider("stripe")
+        paid = searching.charge(payment_method=method, amount=1800, currency="EUR",
+                                idempotency_key="search-test-charge")
+        found = searching.lookup(idempotency_key="search-test-charge")
+        assert searching.lookup(idempotency_key="never-charged") is None
+    assert found.status == "succeeded" and found.reference == paid.reference
+    asked = [path for verb, path, _ in wire.requests if path.startswith("/v1/payment_intents")
+             and verb == "GET"]
+    assert asked == ["/v1/payment_intents/search"] * 2  # never the list of every intent
+
+
 def test_a_tampered_3ds_link_is_not_found(client, needs_3ds):
     _sub, payment = needs_3ds
     assert client.get(path_of(payment.action_url)[:-3] + "abc").status_code == 404
@@ -592,6 +624,88 @@ def test_a_refund_stripe_cannot_make_fails_with_a_reason(provider, paid, referen
     refund = provider.refund(reference=paid.reference if reference == "paid" else reference, amount=500,
                              currency=currency, idempotency_key="r-refused")
     assert refund.status == "failed" and refund.failure_message == message
+
+
+@pytest.fixture
+def pending_refund(make_app, wire, customer, product, card):
+    """A subscription paid with Stripe, refunded in full, which Stripe answered ``pending``
+    (as it does for refunds the bank has yet to confirm)."""
+    method = card(customer)
+    app = make_app(stripe_config(wire.url))
+    with app.app_context():
+        _, payment = billing.create_subscription(customer, product, method)
+        wire.rewrite[("POST", "/v1/refunds")] = {"status": "pending"}
+        refund = billing.refund_payment(payment.refresh(), reason="merchant")
+        wire.rewrite.clear()
+        yield app, refund.refresh()
+
+
+def refund_event(stripe_api, refund, type_="refund.updated", **changes) -> dict:
+    """The event Stripe sends when a refund changes, carrying the refund as Stripe holds it."""
+    stripe_refund = stripe_api.v1.refunds.retrieve(refund.provider_reference).to_dict()
+    return {"id": f"evt_{refund.id}_{type_}", "object": "event", "type": type_,
+            "data": {"object": {**stripe_refund, **changes}}}
+
+
+def test_a_refund_stripe_answered_pending_stays_pending_without_a_credit_note(pending_refund):
+    _, refund = pending_refund
+    assert refund.status == "pending" and refund.provider_reference.startswith("re_")
+    assert refund.credit_note_number is None
+
+
+def test_a_pending_refund_is_settled_by_stripes_signed_event_once(pending_refund, stripe_api):
+    app, refund = pending_refund
+    client = app.test_client()
+    event = refund_event(stripe_api, refund)
+    answers = [post_event(client, event).json["outcome"] for _ in range(3)]
+    assert answers == ["settled", "duplicate", "duplicate"]
+    refund = refund.refresh()
+    assert refund.status == "succeeded" and refund.credit_note_number == 1
+    assert [e.type for e in Event.select().where(Event.type.startswith("refund."))] == ["refund.succeeded"]
+    record = StripeEvent.get(StripeEvent.event_id == event["id"])
+    assert (record.outcome, record.payment_id) == ("settled", refund.payment_id)
+
+
+def test_a_refund_stripe_reports_failed_later_is_recorded_failed_with_its_reason(pending_refund,
+                                                                                stripe_api):
+    app, refund = pending_refund
+    event = refund_event(stripe_api, refund, "refund.failed", status="failed",
+                         failure_reason="expired_or_canceled_card")
+    assert post_event(app.test_client(), event).json["outcome"] == "settled"
+    refund = refund.refresh()
+    assert refund.status == "failed" and refund.credit_note_number is None
+    assert refund.failure_message == "Stripe could not refund it (expired_or_canceled_card)."
+    with app.app_context():
+        assert billing.refundable(refund.payment) == refund.amount  # may be refunded again
+
+
+def test_a_refund_event_that_still_says_pending_changes_nothing(pending_refund, stripe_api):
+    app, refund = pending_refund
+    event = refund_event(stripe_api, refund, status="pending")
+    assert post_event(app.test_client(), event).json["outcome"] == "waiting"
+    assert refund.refresh().status == "pending"
+
+
+@pytest.mark.parametrize(("field", "value"), [("amount", 1), ("currency", "usd"),
+                                              ("payment_intent", "pi_someone_else")])
+def test_a_refund_event_that_disagrees_with_the_refund_is_flagged_not_trusted(pending_refund, stripe_api,
+                                                                             field, value, caplog):
+    app, refund = pending_refund
+    event = refund_event(stripe_api, refund, **{field: value})
+    assert post_event(app.test_client(), event).json["outcome"] == "mismatch"
+    assert refund.refresh().status == "pending"
+    assert f"{field} differ" in caplog.text
+
+
+def test_a_pending_refund_asked_again_by_the_sweep_is_settled_as_stripe_holds_it(pending_refund,
+                                                                                wire):
+    app, refund = pending_refund
+    with app.app_context(), time_machine.travel(utcnow() + billing.STALE_CHARGE + timedelta(minutes=1)):
+        assert billing.sweep()["refunds"] == 1  # no worker here: the job runs at once
+    refund = refund.refresh()
+    assert refund.status == "succeeded" and refund.credit_note_number == 1
+    created = [path for verb, path, _ in wire.requests if (verb, path) == ("POST", "/v1/refunds")]
+    assert len(created) == 1  # found by its key, never made twice
 
 
 # --- Without the plugin -----------------------------------------------------------------------

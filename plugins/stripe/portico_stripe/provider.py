@@ -20,7 +20,7 @@ from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
 from core.config import ConfigError
 from core.hookspecs import CardDetails, ChargeResult, RefundResult, TransientProviderError
-from core.models import Payment, PaymentMethod, db, for_update
+from core.models import Payment, PaymentMethod, Refund, db, for_update
 from portico_stripe.models import StripeCustomer, StripeEvent
 
 log = logging.getLogger("portico.stripe")
@@ -42,6 +42,10 @@ ACTION_SALT = "stripe-action"
 # The events that can settle a payment; others are recorded and ignored.
 HANDLED_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed",
                   "payment_intent.canceled")
+
+# The events that can settle a refund Stripe first answered ``pending`` (bank transfers, some
+# cards): https://docs.stripe.com/refunds#refund-events
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 
 # PaymentIntent statuses that wait for the customer or the bank, not for us.
 WAITING = {"requires_action", "requires_confirmation", "processing", "requires_capture"}
@@ -114,6 +118,17 @@ def plain(obj) -> dict | None:
 def _id(value) -> str | None:
     """The id of a Stripe field that is either an id or an expanded object."""
     return value if value is None or isinstance(value, str) else value["id"]
+
+
+def refund_result(refund) -> RefundResult:
+    """What a Stripe Refund means for ours: ``succeeded``, ``pending`` (Stripe's ``pending``
+    and ``requires_action``) or ``failed`` (``failed``, ``canceled``)."""
+    status = {"succeeded": "succeeded", "pending": "pending",
+              "requires_action": "pending"}.get(refund["status"], "failed")
+    reason = refund.get("failure_reason")
+    message = None if status != "failed" else (
+        f"Stripe could not refund it ({reason})." if reason else "Stripe could not refund it.")
+    return RefundResult(status, reference=refund["id"], failure_message=message)
 
 
 def intent_result(intent, action_url: str | None = None) -> ChargeResult:
@@ -284,7 +299,9 @@ class StripeProvider:
 
     def refund(self, *, reference: str, amount: int, currency: str,
                idempotency_key: str) -> RefundResult:
-        """Refund (part of) a PaymentIntent once per ``idempotency_key``."""
+        """Refund (part of) a PaymentIntent once per ``idempotency_key``. Asked again (a
+        refund Stripe answered ``pending``, retried by the sweep), it answers how that refund
+        stands now: Stripe would replay its first answer to the same key for 24 hours."""
         if not reference:
             return RefundResult("failed", failure_message="There is no Stripe charge to refund.")
         try:
@@ -293,18 +310,25 @@ class StripeProvider:
             if charged != currency.upper():
                 return RefundResult("failed", failure_message=f"The charge was made in {charged}, "
                                                               f"not {currency.upper()}.")
-            refund = self.client.v1.refunds.create(
-                {"payment_intent": reference, "amount": amount,
-                 "metadata": {"portico_idempotency_key": idempotency_key}},
-                {"idempotency_key": idempotency_key})
+            refund = self._refund_by_key(reference, idempotency_key) or plain(
+                self.client.v1.refunds.create(
+                    {"payment_intent": reference, "amount": amount,
+                     "metadata": {"portico_idempotency_key": idempotency_key}},
+                    {"idempotency_key": idempotency_key}))
         except stripe.StripeError as error:
             if transient(error):
                 raise TransientProviderError(f"stripe: {error}") from error
             return RefundResult("failed", failure_message=reason(error))
-        status = {"succeeded": "succeeded", "pending": "pending",
-                  "requires_action": "pending"}.get(refund.status, "failed")
-        return RefundResult(status, reference=refund.id,
-                            failure_message=None if status != "failed" else "Stripe could not refund it.")
+        return refund_result(refund)
+
+    def _refund_by_key(self, intent_id: str, idempotency_key: str) -> dict | None:
+        """The refund of ``intent_id`` made with ``idempotency_key`` (in its metadata), if any."""
+        for refund in self.client.v1.refunds.list({"payment_intent": intent_id,
+                                                    "limit": 100}).auto_paging_iter():
+            refund = plain(refund)
+            if (refund.get("metadata") or {}).get("portico_idempotency_key") == idempotency_key:
+                return refund
+        return None
 
     def lookup(self, *, idempotency_key: str, reference: str | None = None,
                cancel: bool = False) -> ChargeResult | None:
@@ -396,6 +420,38 @@ class StripeProvider:
         settled = billing.settle(payment.id, result)
         return "settled", settled.status
 
+    def settle_refund(self, stripe_refund) -> tuple[str, str, Payment | None]:
+        """Settle our pending refund from a Stripe Refund an event carried, if it is ours and
+        matches (amount, currency, PaymentIntent): ``(outcome, detail, payment)`` with outcome
+        ``settled``, ``waiting``, ``unchanged``, ``mismatch`` (logged, never trusted) or
+        ``ignored``."""
+        from core import billing
+
+        key = (stripe_refund.get("metadata") or {}).get("portico_idempotency_key")
+        refund = for_update(Refund.select().where(
+            (Refund.idempotency_key == key) if key
+            else (Refund.provider_reference == stripe_refund["id"]))).first()
+        if refund is None:
+            return "ignored", f"refund {stripe_refund['id']} is not one of ours", None
+        payment = refund.payment
+        problems = [name for name, theirs, ours in (
+            ("provider", self.name, payment.provider),
+            ("amount", stripe_refund.get("amount"), refund.amount),
+            ("currency", (stripe_refund.get("currency") or "").upper(), refund.currency),
+            ("payment_intent", _id(stripe_refund.get("payment_intent")), payment.provider_reference),
+        ) if theirs != ours]
+        if problems:
+            problem = f"{', '.join(problems)} differ"
+            log.warning("stripe refund %s does not match refund %s: %s", stripe_refund["id"],
+                        refund.id, problem)
+            return "mismatch", problem, payment
+        result = refund_result(stripe_refund)
+        if result.status == "pending":
+            return "waiting", stripe_refund["status"], payment
+        if refund.status != "pending":
+            return "unchanged", f"the refund was already {refund.status}", payment
+        return "settled", billing.settle_refund(refund.id, result).status, payment
+
     def receive(self, event) -> str:
         """Process a verified Stripe event exactly once: the event id is recorded in the same
         transaction as what it settles, so a repeat (or a concurrent twin) finds it and does
@@ -417,6 +473,8 @@ class StripeProvider:
                     detail = f"intent {intent['id']} is not one of our payments"
                 else:
                     outcome, detail = self.settle_intent(payment, intent)
+            elif event["type"] in REFUND_EVENTS:
+                outcome, detail, payment = self.settle_refund(plain(event["data"]["object"]))
             record.outcome, record.detail, record.payment = outcome, detail, payment
             record.save()
         return outcome
