@@ -74,42 +74,128 @@ def split_tax(amount: int, rate_bps: int, inclusive: bool) -> tuple[int, int]:
     return amount + tax, tax
 
 
-def _net_lines(lines: list[dict], net_total: int) -> list[dict]:
-    """Scale gross line amounts down to ``net_total`` (tax-inclusive prices), remainder last."""
-    gross = sum(line["amount"] for line in lines)
-    if gross == net_total or not lines:
-        return lines
-    scaled, left = [], net_total
-    for line in lines[:-1]:
-        amount = round_half_up(Fraction(line["amount"] * net_total, gross))
-        scaled.append({**line, "amount": amount})
-        left -= amount
-    return scaled + [{**lines[-1], "amount": left}]
-
-
-def _charge_for(lines: list[dict], rate_bps: int, inclusive: bool) -> dict:
-    """What a charge of ``lines`` costs: ``{amount, tax, lines}`` with pre-tax lines."""
+def _charge_for(lines: list[dict], rate_bps: int, inclusive: bool, credit: int = 0) -> dict:
+    """What a charge of ``lines`` costs: ``{amount, tax, total, credit_applied, tax_inclusive,
+    lines}``. The lines are as sold (gross when ``inclusive``, net otherwise), each one unit
+    price × quantity to the cent; tax is computed once on their sum (``split_tax``); up to
+    ``total`` of ``credit`` is taken off what is charged (``amount``), as Stripe applies a
+    customer balance after tax."""
     total, tax = split_tax(sum(line["amount"] for line in lines), rate_bps, inclusive)
-    return {"amount": total, "tax": tax, "lines": _net_lines(lines, total - tax)}
+    applied = min(max(credit, 0), total)
+    return {"amount": total - applied, "tax": tax, "total": total, "credit_applied": applied,
+            "tax_inclusive": inclusive, "lines": lines}
+
+
+def line(kind: str | None, name: str, quantity: int, unit_amount: int, **facts) -> dict:
+    """An invoice line: ``quantity`` × ``unit_amount`` minor units is its ``amount``, exactly."""
+    return {"description": name, "kind": kind, "product_name": name, "quantity": quantity,
+            "unit_amount": unit_amount, "amount": unit_amount * quantity, **facts}
+
+
+# --- Prices -----------------------------------------------------------------------------------
+# A price is what one billing period of a plan costs, as a dict: ``product_id``,
+# ``product_name``, ``quantity``, ``unit_amount`` (as sold: tax included when
+# ``tax_inclusive``), ``tax_rate_bps``, ``tax_inclusive``, ``currency``,
+# ``payment_frequency_count``/``_interval`` and ``addons`` [{addon_id, name, quantity,
+# unit_amount}]. A subscription records its own (``recorded_price``), copied from the
+# catalogue (``catalogue_price``) at purchase and at each plan change; renewals charge it.
+
+
+def catalogue_price(product: Product, quantity: int, addons=()) -> dict:
+    """The price a sale of ``product`` × ``quantity`` with ``addons`` ([{addon_id, quantity}])
+    gets today, from the catalogue."""
+    from core.models import Addon
+
+    ids = [item["addon_id"] for item in addons]
+    found = {addon.id: addon for addon in Addon.select().where(Addon.id.in_(ids))} if ids else {}
+    return {"product_id": product.id, "product_name": product.name, "quantity": quantity,
+            "unit_amount": product.price, "tax_rate_bps": product.tax_rate_bps,
+            "tax_inclusive": product.tax_inclusive, "currency": product.currency,
+            "payment_frequency_count": product.payment_frequency_count,
+            "payment_frequency_interval": product.payment_frequency_interval,
+            "addons": [{"addon_id": item["addon_id"], "name": found[item["addon_id"]].name,
+                        "quantity": int(item["quantity"]),
+                        "unit_amount": found[item["addon_id"]].price} for item in addons]}
+
+
+def recorded_price(sub: Subscription) -> dict:
+    """The price ``sub`` records: what it was sold at (or moved to since)."""
+    return {"product_id": sub.product_id, "product_name": sub.product.name,
+            "quantity": sub.quantity, "unit_amount": sub.unit_amount,
+            "tax_rate_bps": sub.tax_rate_bps, "tax_inclusive": sub.tax_inclusive,
+            "currency": sub.currency, "payment_frequency_count": sub.payment_frequency_count,
+            "payment_frequency_interval": sub.payment_frequency_interval,
+            "addons": [dict(item) for item in sub.addons]}
+
+
+def price_lines(price: dict, kind: str | None = None) -> list[dict]:
+    """One billing period of ``price`` as invoice lines: the plan, then each add-on."""
+    return [line(kind, price["product_name"], price["quantity"], price["unit_amount"])] + [
+        line(kind, item.get("name") or item["addon_id"], item["quantity"], item["unit_amount"])
+        for item in price["addons"]]
+
+
+def price_charge(price: dict, kind: str | None = None, credit: int = 0) -> dict:
+    """One billing period of ``price`` as a charge (``_charge_for``)."""
+    return _charge_for(price_lines(price, kind), price["tax_rate_bps"], price["tax_inclusive"],
+                       credit)
+
+
+def _record_price(sub: Subscription, price: dict):
+    """Make ``price`` the subscription's own (its product, quantity, amounts, cycle)."""
+    sub.product, sub.quantity = price["product_id"], price["quantity"]
+    sub.unit_amount, sub.tax_rate_bps = price["unit_amount"], price["tax_rate_bps"]
+    sub.tax_inclusive, sub.addons = price["tax_inclusive"], price["addons"]
+    sub.payment_frequency_count = price["payment_frequency_count"]
+    sub.payment_frequency_interval = price["payment_frequency_interval"]
+    sub.recurring_pre_tax_amount = sum(item["amount"] for item in price_lines(price))
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _with_price_change(price: dict, change: dict) -> dict:
+    """``price`` moved to the amounts of an announced price change (same plan, same cycle)."""
+    amounts = {item["addon_id"]: item["unit_amount"] for item in change.get("addons", ())}
+    return {**price, "unit_amount": change["unit_amount"], "tax_rate_bps": change["tax_rate_bps"],
+            "tax_inclusive": change["tax_inclusive"],
+            "addons": [{**item, "unit_amount": amounts.get(item["addon_id"], item["unit_amount"])}
+                       for item in price["addons"]]}
+
+
+def renewal_price(sub: Subscription) -> dict:
+    """The price the next renewal charges: a plan change scheduled for it, else the recorded
+    price, moved to an announced new price when that applies by then."""
+    change = sub.scheduled_change
+    if change:
+        return change.get("price") or catalogue_price(
+            Product.get_by_id(change["product_id"]), change["quantity"], sub.addons)
+    price = recorded_price(sub)
+    if sub.price_change and _when(sub.price_change["effective_at"]) <= sub.next_billing_date:
+        price = _with_price_change(price, sub.price_change)
+    return price
+
+
+def next_charge(sub: Subscription) -> dict:
+    """What the next renewal will charge (``_charge_for``'s answer, credit applied): the
+    amount the subscription page shows is this, and so is the renewal's."""
+    return price_charge(renewal_price(sub), "renewal", sub.credit_balance)
 
 
 def plan_lines(product: Product, quantity: int, addons=(), label: str | None = None,
                kind: str | None = None) -> list[dict]:
-    """The pre-tax lines of one billing period of ``product`` × ``quantity`` plus add-ons.
+    """The lines of one billing period of ``product`` × ``quantity`` plus add-ons, at today's
+    catalogue prices.
 
     Each line keeps its facts beside the English ``description`` shown today, so that it can be
     worded at render time in the reader's language: ``kind`` (``first_payment``, ``renewal``,
-    ``arrears``, ``plan_change``, ``purchase``, ``refund``), ``product_name``, ``quantity``,
-    ``unit_amount``, ``amount`` and, once known, ``period_start``/``period_end`` (ISO, UTC)."""
-    from core.models import Addon
-
-    lines = [{"description": label or product.name, "kind": kind, "product_name": product.name,
-              "quantity": quantity, "unit_amount": product.price, "amount": product.price * quantity}]
-    for item in addons:
-        addon = Addon.get_by_id(item["addon_id"])
-        lines.append({"description": addon.name, "kind": kind, "product_name": addon.name,
-                      "quantity": item["quantity"], "unit_amount": addon.price,
-                      "amount": addon.price * item["quantity"]})
+    ``arrears``, ``plan_change``, ``plan_period``, ``purchase``, ``refund``), ``product_name``,
+    ``quantity``, ``unit_amount``, ``amount`` and, once known, ``period_start``/``period_end``
+    (ISO, UTC)."""
+    lines = price_lines(catalogue_price(product, quantity, addons), kind)
+    if label:
+        lines[0]["description"] = label
     return lines
 
 
@@ -224,7 +310,21 @@ def _new_payment(customer, method, kind, charge, key, *, subscription=None, prod
         currency=(subscription or product).currency, description=description,
         provider=method.provider if method else None, idempotency_key=key,
         period_start=period[0] if period else None, period_end=period[1] if period else None,
-        metadata={"lines": charge["lines"], **(metadata or {})})
+        metadata={**_charge_facts(charge), **(metadata or {})})
+
+
+def _charge_facts(charge: dict) -> dict:
+    """What a payment keeps of its charge for its invoice, beside the merchant's metadata:
+    ``lines`` and ``charge`` (``tax_inclusive``, ``credit_applied``)."""
+    return {"lines": charge["lines"],
+            "charge": {"tax_inclusive": charge.get("tax_inclusive", False),
+                       "credit_applied": charge.get("credit_applied", 0)}}
+
+
+def charge_terms(payment: Payment) -> tuple[bool, int]:
+    """``(tax_inclusive, credit_applied)`` of a payment's charge (see ``_charge_facts``)."""
+    terms = (payment.metadata or {}).get("charge") or {}
+    return bool(terms.get("tax_inclusive")), int(terms.get("credit_applied") or 0)
 
 
 def _queue_charge(payment: Payment):
@@ -244,14 +344,10 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
     addons = [{"addon_id": a["addon_id"], "quantity": int(a.get("quantity", 1))} for a in addons]
     now = utcnow()
     with transaction():
-        lines = plan_lines(product, quantity, addons, kind="first_payment")
-        sub = Subscription.create(
-            business=customer.business_id, mode=customer.mode, customer=customer, product=product,
-            quantity=quantity, addons=addons, status="pending", currency=product.currency,
-            recurring_pre_tax_amount=sum(line["amount"] for line in lines),
-            tax_inclusive=product.tax_inclusive,
-            payment_frequency_count=product.payment_frequency_count,
-            payment_frequency_interval=product.payment_frequency_interval,
+        price = catalogue_price(product, quantity, addons)
+        sub = Subscription(
+            business=customer.business_id, mode=customer.mode, customer=customer, status="pending",
+            currency=product.currency,
             subscription_period_count=product.subscription_period_count,
             subscription_period_interval=product.subscription_period_interval,
             trial_period_days=product.trial_period_days, billing_anchor=now, cycles=0,
@@ -259,13 +355,14 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
             billing=billing or customer.billing_address, metadata=metadata or {},
             expires_at=add_interval(now, product.subscription_period_interval,
                                     product.subscription_period_count))
+        _record_price(sub, price)
         sub.next_billing_date = _period_end(sub, 0)
         sub.save()
-        lines = with_period(lines, now, sub.next_billing_date)
-        payment = _new_payment(customer, method, "new", _charge_for(lines, product.tax_rate_bps,
-                                                                    product.tax_inclusive),
-                               f"new:{sub.id}", subscription=sub, product=product,
-                               period=(now, sub.next_billing_date), description=product.name)
+        charge = price_charge(price, "first_payment")
+        charge["lines"] = with_period(charge["lines"], now, sub.next_billing_date)
+        payment = _new_payment(customer, method, "new", charge, f"new:{sub.id}", subscription=sub,
+                               product=product, period=(now, sub.next_billing_date),
+                               description=product.name)
         _queue_charge(payment)
     return sub, payment
 
@@ -486,6 +583,7 @@ def _new_succeeded(payment: Payment, sub: Subscription | None):
 
 
 def _renewal_succeeded(payment: Payment, sub: Subscription):
+    sub.credit_balance = max(sub.credit_balance - charge_terms(payment)[1], 0)
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = payment.period_start, payment.period_end
     sub.updated_at = utcnow()
@@ -503,12 +601,19 @@ def _arrears_period(payment: Payment, sub: Subscription):
 
 def _arrears_succeeded(payment: Payment, sub: Subscription):
     """Arrears paid: active again, for the period that starts at the time of payment."""
+    credit = charge_terms(payment)[1]
     _transition(sub, "active", billing_anchor=payment.period_start, cycles=0,
-                previous_billing_date=payment.period_start, next_billing_date=payment.period_end)
+                previous_billing_date=payment.period_start, next_billing_date=payment.period_end,
+                credit_balance=max(sub.credit_balance - credit, 0))
 
 
 def _plan_change_succeeded(payment: Payment, sub: Subscription):
-    _apply_plan(sub, payment.metadata["change"])
+    change = payment.metadata["change"]
+    price = change.get("price") or {}
+    new_cycle = (price and (price["payment_frequency_count"], price["payment_frequency_interval"])
+                 != (sub.payment_frequency_count, sub.payment_frequency_interval))
+    _apply_plan(sub, change, payment.period_start, payment.period_end if new_cycle else None,
+                credit_applied=charge_terms(payment)[1])
 
 
 def _nothing(payment: Payment, sub: Subscription | None):
@@ -648,15 +753,16 @@ def _credit_note(refund: Refund) -> dict:
     refund repeats the invoice's lines; a partial one is one line for the amount."""
     payment = refund.payment
     invoice = Invoice.get(Invoice.payment == payment)
-    if refund.amount == payment.amount:
+    inclusive = invoice.tax_inclusive
+    if refund.amount == payment.amount and not invoice.credit_applied:
         lines = invoice.lines
     else:
-        net = refund.amount - refund.tax
-        lines = [{"kind": "refund", "description": f"Refund: {payment.description}",
-                  "product_name": payment.description, "quantity": 1, "unit_amount": net,
-                  "amount": net}]
+        amount = refund.amount if inclusive else refund.amount - refund.tax
+        lines = [line("refund", payment.description, 1, amount,
+                      description=f"Refund: {payment.description}")]
     return {"invoice_id": invoice.id, "invoice_number": invoice.display_number,
-            "lines": lines, "subtotal": refund.amount - refund.tax, "tax": refund.tax,
+            "lines": lines, "tax_inclusive": inclusive,
+            "subtotal": refund.amount - refund.tax, "tax": refund.tax,
             "total": refund.amount, "reason": refund.reason,
             "seller": _seller(payment.business), "buyer": _buyer(payment.customer)}
 
@@ -682,18 +788,32 @@ def renew(subscription_id: str, due: str):
         if _open_charge(sub, ("plan_change",)) is not None:
             return None  # wait: the sweep renews it once the plan change is settled
         if sub.scheduled_change:
-            _apply_plan(sub, sub.scheduled_change)
+            _apply_plan(sub, sub.scheduled_change, start=sub.next_billing_date)
+        elif sub.price_change and _when(sub.price_change["effective_at"]) <= sub.next_billing_date:
+            _apply_price_change(sub)
         start, end = sub.next_billing_date, _period_end(sub, sub.cycles + 1)
         key = f"renewal:{sub.id}:{due}"
         payment = Payment.get_or_none(Payment.idempotency_key == key)
         if payment is None:
-            lines = with_period(plan_lines(sub.product, sub.quantity, sub.addons, kind="renewal"),
-                                start, end)
-            charge = _charge_for(lines, sub.product.tax_rate_bps, sub.tax_inclusive)
+            charge = next_charge(sub)
+            if charge["amount"] == 0 and charge["credit_applied"]:
+                _renewed_from_credit(sub, charge, start, end)
+                return None
+            charge["lines"] = with_period(charge["lines"], start, end)
             payment = _new_payment(sub.customer, sub.payment_method, "renewal", charge, key,
                                    subscription=sub, product=sub.product, period=(start, end),
                                    description=sub.product.name)
     return run_charge(payment.id)
+
+
+def _renewed_from_credit(sub: Subscription, charge: dict, start: datetime, end: datetime):
+    """A renewal the credit balance pays in full: the period is renewed, nothing is charged."""
+    sub.credit_balance -= charge["credit_applied"]
+    sub.cycles += 1
+    sub.previous_billing_date, sub.next_billing_date = start, end
+    sub.updated_at = utcnow()
+    sub.save()
+    _emit_subscription("subscription.renewed", sub)
 
 
 def _locked_subscription_with_plan(sub_id: str) -> Subscription | None:
@@ -858,11 +978,12 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
         sub.payment_method, sub.updated_at = method, utcnow()
         sub.save()
         if unpaid is not None:
-            charge = {"amount": unpaid.amount, "tax": unpaid.tax,
-                      "lines": [{**line, "kind": "arrears"} for line in unpaid.metadata["lines"]]}
+            inclusive, credit = charge_terms(unpaid)
+            charge = {"amount": unpaid.amount, "tax": unpaid.tax, "tax_inclusive": inclusive,
+                      "credit_applied": credit,
+                      "lines": [{**item, "kind": "arrears"} for item in unpaid.metadata["lines"]]}
         else:  # on hold without a recorded failed renewal: charge one period
-            charge = _charge_for(plan_lines(sub.product, sub.quantity, sub.addons, kind="arrears"),
-                                 sub.product.tax_rate_bps, sub.tax_inclusive)
+            charge = price_charge(recorded_price(sub), "arrears", sub.credit_balance)
         payment = _new_payment(sub.customer, method, "arrears", charge,
                                f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
                                subscription=sub, product=sub.product,
@@ -953,22 +1074,73 @@ def update_details(subscription: Subscription, billing: dict | None = None,
 
 @dataclass(frozen=True)
 class PlanChange:
-    """What a plan change would do, computed without changing anything."""
+    """What a plan change would do, computed without changing anything.
+
+    Within one billing cycle an upgrade is charged now, prorated to the day, and a downgrade
+    waits for the next billing date. Across cycles (monthly ⇄ yearly) the new cycle starts at
+    the change: its first period is charged now, less the unused time of the current period
+    (credited as Stripe does; what the charge does not use stays as credit for the next
+    ones). With ``effective_at="next_billing_date"`` any change waits for that date."""
 
     product_id: str
     quantity: int
-    amount_due: int  # charged now, tax included (0 for a downgrade)
+    amount_due: int  # charged now, tax included, credit taken off (0 when nothing is due)
     tax_due: int
     new_recurring_pre_tax_amount: int
     new_recurring_amount: int  # per period, tax included
     currency: str
     effective_at: datetime
-    upgrade: bool
+    upgrade: bool  # applies now (once paid), else at the next billing date
+    price: dict  # the new price (see ``catalogue_price``)
+    new_cycle: bool = False  # the billing cycle changes: a new period starts at the change
+    next_billing_date: datetime | None = None  # the billing date after the change
+    credit: int = 0  # unused time of the current period and credit balance, tax included
+    credit_left: int = 0  # what the charge now leaves of ``credit``
+    dropped_addons: tuple = ()  # names of add-ons the new plan does not offer
+    charge: dict | None = None  # the charge made now (``_charge_for``), if any
+
+    @property
+    def payment_frequency_count(self) -> int:
+        return self.price["payment_frequency_count"]
+
+    @property
+    def payment_frequency_interval(self) -> str:
+        return self.price["payment_frequency_interval"]
+
+
+def _new_addons(sub: Subscription, product: Product, addons) -> tuple[list[dict], tuple]:
+    """The add-ons a plan change leaves: ``addons`` as asked ([{addon_id, quantity}]; an empty
+    list removes them all), refused (``ADDON_NOT_OFFERED``, naming them) when ``product`` does
+    not offer one; or, with ``addons`` ``None``, the subscription's own that ``product`` offers,
+    with the names of those it drops."""
+    from core.models import Addon, ProductAddon
+
+    offered = {link.addon_id for link in ProductAddon.select(ProductAddon.addon)
+               .join(Addon).where((ProductAddon.product == product) & (Addon.archived == False))}  # noqa: E712
+    if addons is None:
+        kept = [{"addon_id": item["addon_id"], "quantity": item["quantity"]}
+                for item in sub.addons if item["addon_id"] in offered]
+        dropped = tuple(item.get("name") or item["addon_id"] for item in sub.addons
+                        if item["addon_id"] not in offered)
+        return kept, dropped
+    asked = [{"addon_id": item["addon_id"], "quantity": int(item.get("quantity", 1))}
+             for item in addons]
+    refused = [item["addon_id"] for item in asked if item["addon_id"] not in offered]
+    if refused:
+        names = dict(Addon.select(Addon.id, Addon.name).where(
+            (Addon.id.in_(refused)) & (Addon.business == sub.business_id)).tuples())
+        raise BillingError("ADDON_NOT_OFFERED", f"{product.name} does not offer "
+                           + ", ".join(names.get(addon_id, addon_id) for addon_id in refused))
+    if any(item["quantity"] < 1 for item in asked):
+        raise BillingError("INVALID_REQUEST_PARAMETERS", "an add-on's quantity must be at least 1")
+    return asked, ()
 
 
 def preview_plan_change(subscription: Subscription, product: Product, quantity: int = 1,
-                        now: datetime | None = None) -> PlanChange:
-    """The amount due now (an upgrade, prorated to the day) and the new renewal amount."""
+                        now: datetime | None = None, addons=None,
+                        effective_at: str = "immediately") -> PlanChange:
+    """What moving to ``product`` × ``quantity`` (with ``addons``, see ``_new_addons``) would
+    charge now, from when, and what each period costs then (see ``PlanChange``)."""
     sub = subscription
     _check_product(sub.customer, product)
     if sub.status != "active":
@@ -981,59 +1153,86 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
     if quantity < 1:
         raise BillingError("INVALID_REQUEST_PARAMETERS", "quantity must be at least 1")
     now = now or utcnow()
-    new_pre_tax = sum(line["amount"] for line in plan_lines(product, quantity, sub.addons))
-    new_total, _ = split_tax(new_pre_tax, product.tax_rate_bps, product.tax_inclusive)
+    kept, dropped = _new_addons(sub, product, addons)
+    price = catalogue_price(product, quantity, kept)
+    per_period = price_charge(price)
+    new_pre_tax = sum(item["amount"] for item in per_period["lines"])
+    new_cycle = ((price["payment_frequency_count"], price["payment_frequency_interval"])
+                 != (sub.payment_frequency_count, sub.payment_frequency_interval))
+    common = {"product_id": product.id, "quantity": quantity, "currency": sub.currency,
+              "new_recurring_pre_tax_amount": new_pre_tax, "new_recurring_amount": per_period["total"],
+              "price": price, "new_cycle": new_cycle, "dropped_addons": dropped}
+    period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
+    left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
+    if effective_at == "next_billing_date":
+        return PlanChange(**common, amount_due=0, tax_due=0, effective_at=sub.next_billing_date,
+                          upgrade=False, next_billing_date=sub.next_billing_date)
+    if new_cycle:
+        old_total, _ = split_tax(sub.recurring_pre_tax_amount, sub.tax_rate_bps, sub.tax_inclusive)
+        credit = round_half_up(Fraction(old_total * left_days, period_days)) + sub.credit_balance
+        charge = price_charge(price, "plan_period", credit)
+        return PlanChange(**common, amount_due=charge["amount"], tax_due=charge["tax"],
+                          effective_at=now, upgrade=True,
+                          next_billing_date=add_interval(now, price["payment_frequency_interval"],
+                                                         price["payment_frequency_count"]),
+                          credit=credit, credit_left=credit - charge["credit_applied"],
+                          charge=charge)
     difference = new_pre_tax - sub.recurring_pre_tax_amount
-    upgrade = difference > 0
-    amount = tax = 0
-    if upgrade:
-        period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
-        left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
-        prorated = round_half_up(Fraction(difference * left_days, period_days))
-        amount, tax = split_tax(prorated, product.tax_rate_bps, product.tax_inclusive)
-    return PlanChange(product.id, quantity, amount, tax, new_pre_tax, new_total, sub.currency,
-                      now if upgrade else sub.next_billing_date, upgrade)
+    if difference <= 0:
+        return PlanChange(**common, amount_due=0, tax_due=0, effective_at=sub.next_billing_date,
+                          upgrade=False, next_billing_date=sub.next_billing_date)
+    prorated = round_half_up(Fraction(difference * left_days, period_days))
+    label = f"{product.name} × {quantity} (prorated to {sub.next_billing_date:%d %b %Y})"
+    charge = _charge_for([line("plan_change", product.name, 1, prorated, plan_quantity=quantity,
+                               description=label)],
+                         price["tax_rate_bps"], price["tax_inclusive"], sub.credit_balance)
+    return PlanChange(**common, amount_due=charge["amount"], tax_due=charge["tax"],
+                      effective_at=now, upgrade=True, next_billing_date=sub.next_billing_date,
+                      credit=sub.credit_balance,
+                      credit_left=sub.credit_balance - charge["credit_applied"], charge=charge)
 
 
-def change_plan(subscription: Subscription, product: Product, quantity: int = 1) -> Payment | None:
-    """Change plan or quantity: an upgrade is charged now (prorated) and applies once paid; a
-    downgrade waits for the next billing date. Returns the upgrade's payment, if any.
+def change_plan(subscription: Subscription, product: Product, quantity: int = 1, addons=None,
+                effective_at: str = "immediately") -> Payment | None:
+    """Change plan, quantity or add-ons as ``preview_plan_change`` says: what is due now is
+    charged and the change applies once paid; a change that waits is scheduled for the next
+    billing date. Returns the payment made now, if any.
 
     Refused (``PREVIOUS_PAYMENT_PENDING``) while any charge of the subscription is in flight:
     the amount due depends on how that charge ends."""
     with transaction():
         sub = _locked_subscription(subscription.id)
-        preview = preview_plan_change(sub, product, quantity)
+        preview = preview_plan_change(sub, product, quantity, addons=addons,
+                                      effective_at=effective_at)
         _refuse_while_in_flight(sub)
-        change = {"product_id": product.id, "quantity": quantity,
-                  "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
+        now = utcnow()
+        change = {"product_id": product.id, "quantity": quantity, "price": preview.price,
+                  "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount,
+                  "credit_left": preview.credit_left}
         if not preview.upgrade:
             sub.scheduled_change = {**change, "effective_at": payloads.iso(preview.effective_at),
                                     "product_name": product.name, "id": new_id("spc"),
-                                    "created_at": payloads.iso(utcnow())}
-            sub.updated_at = utcnow()
+                                    "created_at": payloads.iso(now)}
+            sub.updated_at = now
             sub.save()
             _emit_subscription("subscription.updated", sub)
             return None
+        period = ((now, preview.next_billing_date) if preview.new_cycle
+                  else (now, sub.next_billing_date))
         if preview.amount_due == 0:
-            _apply_plan(sub, change)
+            _apply_plan(sub, change, *period, credit_applied=(preview.charge or {}).get("credit_applied", 0))
             return None
         last = (Payment.select().where((Payment.subscription == sub) & (Payment.kind == "plan_change"))
                 .order_by(Payment.created_at.desc()).first())
-        if (last is not None and last.status == "failed" and last.metadata.get("change") == change
+        if (last is not None and last.status == "failed"
+                and last.metadata.get("change", {}).get("price") == change["price"]
                 and last.payment_method_id == sub.payment_method_id
-                and last.created_at > utcnow() - SAME_CARD_RETRY):
+                and last.created_at > now - SAME_CARD_RETRY):
             return last  # the same change on the card that just declined: the same answer
-        label = f"{product.name} × {quantity} (prorated to {sub.next_billing_date:%d %b %Y})"
-        lines = [{"description": label, "kind": "plan_change", "product_name": product.name,
-                  "plan_quantity": quantity, "quantity": 1,
-                  "unit_amount": preview.amount_due - preview.tax_due,
-                  "amount": preview.amount_due - preview.tax_due}]
-        payment = _new_payment(sub.customer, sub.payment_method, "plan_change",
-                               {"amount": preview.amount_due, "tax": preview.tax_due, "lines": lines},
+        payment = _new_payment(sub.customer, sub.payment_method, "plan_change", preview.charge,
                                f"plan_change:{sub.id}:{new_id('ik')}", subscription=sub,
-                               product=product, period=(utcnow(), sub.next_billing_date),
-                               description=product.name, metadata={"change": change})
+                               product=product, period=period, description=product.name,
+                               metadata={"change": change})
         _queue_charge(payment)
     return payment
 
@@ -1050,14 +1249,108 @@ def cancel_scheduled_change(subscription: Subscription) -> Subscription:
         return sub
 
 
-def _apply_plan(sub: Subscription, change: dict):
+def _apply_plan(sub: Subscription, change: dict, start: datetime | None = None,
+                end: datetime | None = None, credit_applied: int = 0):
+    """Make a plan change's price the subscription's own. A new billing cycle starts at
+    ``start``: paid until ``end`` when the change was charged now (the credit it leaves is
+    kept), or charged by the renewal under way when ``end`` is ``None``."""
     product = Product.get_by_id(change["product_id"])
-    sub.product, sub.quantity = product, change["quantity"]
-    sub.recurring_pre_tax_amount = change["recurring_pre_tax_amount"]
-    sub.tax_inclusive = product.tax_inclusive
-    sub.scheduled_change, sub.updated_at = None, utcnow()
+    price = change.get("price") or catalogue_price(product, change["quantity"], sub.addons)
+    new_cycle = ((price["payment_frequency_count"], price["payment_frequency_interval"])
+                 != (sub.payment_frequency_count, sub.payment_frequency_interval))
+    _record_price(sub, price)
+    if new_cycle and start is not None:
+        sub.billing_anchor, sub.cycles = start, 0 if end is not None else -1
+        sub.expires_at = add_interval(start, product.subscription_period_interval,
+                                      product.subscription_period_count)
+        if end is not None:
+            sub.previous_billing_date, sub.next_billing_date = start, end
+            sub.credit_balance = change.get("credit_left", sub.credit_balance)
+            credit_applied = 0
+    sub.credit_balance = max(sub.credit_balance - credit_applied, 0)
+    sub.scheduled_change = sub.price_change = None
+    sub.updated_at = utcnow()
     sub.save()
     _emit_subscription("subscription.plan_changed", sub)
+
+
+# --- Price changes -----------------------------------------------------------------------------
+
+
+def announce_price(product: Product, notice: timedelta, not_before: datetime | None = None,
+                   now: datetime | None = None) -> list[Subscription]:
+    """Move the active subscriptions of ``product`` to its catalogue price (and its add-ons'),
+    from their first billing date at least ``notice`` from now (and not before
+    ``not_before``). Each subscriber is told, by a ``subscription.price_change_scheduled``
+    event (an e-mail with the new amount and the date), before anything is charged at it.
+    Subscriptions already at that price are left alone; returns those moved."""
+    now = now or utcnow()
+    earliest = max(now + notice, not_before or now)
+    moved = []
+    subs = Subscription.select(Subscription.id).where(
+        (Subscription.product == product) & (Subscription.status.in_(("active", "on_hold"))))
+    for row in subs:
+        with transaction():
+            sub = _locked_subscription(row.id)
+            if sub.product_id != product.id or sub.status not in ("active", "on_hold"):
+                continue
+            new = catalogue_price(product, sub.quantity, sub.addons)
+            if not _differs(new, recorded_price(sub)):
+                if sub.price_change:  # the catalogue went back to what it records
+                    sub.price_change, sub.updated_at = None, utcnow()
+                    sub.save()
+                continue
+            effective, cycle = sub.next_billing_date, sub.cycles + 1
+            while effective < earliest:
+                effective, cycle = _period_end(sub, cycle), cycle + 1
+            old_total, _ = split_tax(sub.recurring_pre_tax_amount, sub.tax_rate_bps,
+                                     sub.tax_inclusive)
+            per_period = price_charge(new)
+            sub.price_change = {
+                "unit_amount": new["unit_amount"], "tax_rate_bps": new["tax_rate_bps"],
+                "tax_inclusive": new["tax_inclusive"],
+                "addons": [{"addon_id": a["addon_id"], "unit_amount": a["unit_amount"]}
+                           for a in new["addons"]],
+                "effective_at": payloads.iso(effective), "announced_at": payloads.iso(now),
+                "amount": per_period["total"], "previous_amount": old_total,
+                "payment_frequency_count": sub.payment_frequency_count,
+                "payment_frequency_interval": sub.payment_frequency_interval}
+            sub.updated_at = utcnow()
+            sub.save()
+            _emit_subscription("subscription.price_change_scheduled", sub,
+                               price_change=sub.price_change)
+            moved.append(sub)
+    return moved
+
+
+def price_change_notice() -> timedelta:
+    """How long ahead subscribers are told of a new price (``PRICE_CHANGE_NOTICE_DAYS``)."""
+    return timedelta(days=current_app.config["PRICE_CHANGE_NOTICE_DAYS"])
+
+
+def subscriptions_on_older_price(product: Product) -> int:
+    """How many active or on-hold subscriptions of ``product`` record a price other than its
+    catalogue price, with no change to it announced yet."""
+    count = 0
+    for sub in Subscription.select().where((Subscription.product == product)
+                                           & Subscription.status.in_(("active", "on_hold"))):
+        new = catalogue_price(product, sub.quantity, sub.addons)
+        if sub.price_change is None and _differs(new, recorded_price(sub)):
+            count += 1
+    return count
+
+
+def _differs(new: dict, current: dict) -> bool:
+    return (any(new[name] != current[name] for name in ("unit_amount", "tax_rate_bps", "tax_inclusive"))
+            or [a["unit_amount"] for a in new["addons"]] != [a["unit_amount"] for a in current["addons"]])
+
+
+def _apply_price_change(sub: Subscription):
+    """An announced price change whose date has come: the subscription's price becomes it."""
+    _record_price(sub, _with_price_change(recorded_price(sub), sub.price_change))
+    sub.price_change, sub.updated_at = None, utcnow()
+    sub.save()
+    _emit_subscription("subscription.updated", sub)
 
 
 # --- Invoices --------------------------------------------------------------------------------
@@ -1097,14 +1390,21 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
     """The invoice of a succeeded payment: issued once, numbered without gaps per business and
     mode, with the seller's and buyer's details, lines, tax and totals frozen at issue.
 
-    ``lines`` are ``{"description", "quantity", "unit_amount", "amount"}`` in minor units,
-    pre-tax; their sum plus the payment's tax is the payment's amount.
+    ``lines`` are ``{"description", "quantity", "unit_amount", "amount"}`` in minor units, each
+    ``unit_amount`` × ``quantity`` = ``amount``: gross (tax included) when the payment's
+    metadata says ``tax_inclusive``, net otherwise. Their sum (plus the tax, for net lines) is
+    the invoice's total; the payment's amount is that total less the credit applied.
+    Raises ``ValueError`` when they do not add up so.
     """
     if payment.status != "succeeded":
         raise ValueError(f"payment {payment.id} has not succeeded: no invoice")
-    subtotal = sum(line["amount"] for line in lines)
-    if subtotal + payment.tax != payment.amount:
-        raise ValueError(f"invoice lines ({subtotal} + tax {payment.tax}) do not add up to "
+    inclusive, credit = charge_terms(payment)
+    for item in lines:
+        if item["unit_amount"] * item["quantity"] != item["amount"]:
+            raise ValueError(f"invoice line {item['description']!r} does not multiply out")
+    total = sum(item["amount"] for item in lines) + (0 if inclusive else payment.tax)
+    if total - credit != payment.amount:
+        raise ValueError(f"invoice lines (total {total}, credit {credit}) do not add up to "
                          f"the payment's {payment.amount}")
     with transaction():
         existing = Invoice.get_or_none(Invoice.payment == payment)
@@ -1114,7 +1414,8 @@ def issue_invoice(payment: Payment, lines: list[dict]) -> Invoice:
         return Invoice.create(
             business=payment.business_id, mode=payment.mode, customer=payment.customer_id,
             payment=payment, number=number, issued_at=utcnow(), currency=payment.currency,
-            lines=lines, subtotal=subtotal, tax=payment.tax, total=payment.amount,
+            lines=lines, tax_inclusive=inclusive, subtotal=total - payment.tax, tax=payment.tax,
+            total=total, credit_applied=credit,
             seller=_seller(payment.business), buyer=_buyer(payment.customer),
             payment_details={"method": card_label(payment.payment_method), "status": "paid",
                              "paid_at": payloads.iso(payment.updated_at)})
@@ -1173,6 +1474,8 @@ class CreditNoteDocument:
     payment_details: dict
     customer: Customer
     mode: str
+    tax_inclusive: bool = False
+    credit_applied: int = 0
 
 
 def credit_note_pdf(refund: Refund) -> bytes:
@@ -1190,7 +1493,7 @@ def credit_note_pdf(refund: Refund) -> bytes:
         currency=refund.currency, seller=note["seller"], buyer=note["buyer"], lines=note["lines"],
         subtotal=note["subtotal"], tax=note["tax"], total=note["total"],
         payment_details={"method": "", "status": "refunded", "paid_at": payloads.iso(refund.issued_at)},
-        customer=refund.customer, mode=refund.mode)
+        customer=refund.customer, mode=refund.mode, tax_inclusive=note.get("tax_inclusive", False))
     pdf = registry().pm.hook.render_invoice(invoice=document, html=render_invoice_html(document),
                                             app=current_app._get_current_object())
     if not pdf:

@@ -61,6 +61,7 @@ DEFAULTS = {
     "RENEWAL_SWEEP_INTERVAL": 60,
     "RENEWAL_BATCH_SIZE": 50,  # renewals per job (each still its own transaction)
     "CHARGE_WAIT_WINDOW": 23 * 3600,  # seconds a charge may wait (3-D Secure, a lost answer)
+    "PRICE_CHANGE_NOTICE_DAYS": 30,  # subscribers are told a new price at least this long ahead
     "INVOICE_PDF_AHEAD": True,  # render each invoice's PDF when issued, not at first download
     "PAYMENT_PROVIDER_TEST": "sandbox",  # the provider that saves new cards in test mode
     "PAYMENT_PROVIDER_LIVE": None,  # … and in live mode (e.g. "stripe", from its plugin)

@@ -1,5 +1,6 @@
 """The merchant dashboard: sign-in, the test/live switch, Sales → Customers with "Share invite",
-API keys, webhook endpoints and branding.
+Sales → Products (moving subscribers to a product's current price), API keys, webhook
+endpoints and branding.
 
 Everything is scoped to the signed-in merchant's business and the mode their session shows;
 another business's (or mode's) ids answer 404, exactly like ids that do not exist.
@@ -381,6 +382,36 @@ def _customer_page(found, dynamic_link=None):
 
 
 # --- Developers: API keys and webhooks ---------------------------------------------------------
+
+
+# --- Sales → Products -----------------------------------------------------------------------------
+
+
+@bp.get("/products")
+@merchant_required
+def products():
+    """The recurring products on sale, each with how many subscribers still pay an older price."""
+    rows = _scoped(Product).where((Product.is_recurring == True)  # noqa: E712
+                                  & (Product.archived == False)).order_by(Product.name)  # noqa: E712
+    return render_template("dashboard/products.html",
+                           products=[(p, billing.subscriptions_on_older_price(p)) for p in rows],
+                           notice_days=current_app.config["PRICE_CHANGE_NOTICE_DAYS"])
+
+
+@bp.post("/products/<product_id>/move-to-current-price")
+@merchant_required
+def move_to_current_price(product_id):
+    """Move a product's subscribers to its current price: each is e-mailed the new amount and
+    the date it applies, at least the configured notice ahead."""
+    product = _get(Product, product_id)
+    moved = billing.announce_price(product, billing.price_change_notice())
+    auth.audit("product.price_moved", business=product.business_id, mode=product.mode,
+               by=current_user.user.id, product=product.id, subscriptions=len(moved))
+    flash(f"{len(moved)} subscriber(s) of {product.name} were told of the new price; "
+          f"it applies from their first billing date at least "
+          f"{current_app.config['PRICE_CHANGE_NOTICE_DAYS']} days from now."
+          if moved else f"Every subscriber of {product.name} already pays its current price.")
+    return redirect(url_for(".products"), 303)
 
 
 @bp.route("/api-keys", methods=["GET", "POST"])

@@ -110,7 +110,7 @@ def _pay(customer, method, product, kind, when, period=None, subscription=None):
     """A charge through the sandbox provider, recorded as a payment, invoiced when it succeeds."""
     label = period_label(product.name, *period) if period else product.name
     lines = [{"description": label, "quantity": 1, "unit_amount": product.price,
-              "amount": product.price}]
+              "amount": product.price}]  # as sold: tax included for a tax-inclusive price
     total, tax = split_tax(product.price, product.tax_rate_bps, product.tax_inclusive)
     payment = Payment.create(
         business=customer.business_id, mode=customer.mode, customer=customer,
@@ -118,7 +118,8 @@ def _pay(customer, method, product, kind, when, period=None, subscription=None):
         amount=total, tax=tax, currency=product.currency, description=product.name,
         provider=method.provider, idempotency_key=f"demo-{customer.id}-{product.id}-{when:%Y%m%d}",
         period_start=period[0] if period else None, period_end=period[1] if period else None,
-        metadata={"lines": lines}, created_at=when, updated_at=when)
+        metadata={"lines": lines, "charge": {"tax_inclusive": product.tax_inclusive}},
+        created_at=when, updated_at=when)
     result = registry().provider(method.provider).charge(
         payment_method=method, amount=payment.amount, currency=payment.currency,
         idempotency_key=payment.idempotency_key, description=product.name)
@@ -139,6 +140,8 @@ def _subscribe(customer, method, product, started, paid_periods, **fields):
     subscription = Subscription.create(
         business=customer.business_id, mode=customer.mode, customer=customer, product=product,
         status="active", currency=product.currency, recurring_pre_tax_amount=product.price,
+        unit_amount=product.price, tax_rate_bps=product.tax_rate_bps,
+        tax_inclusive=product.tax_inclusive,
         expires_at=started + relativedelta(years=product.subscription_period_count),
         payment_method=method, billing_anchor=started, cycles=paid_periods - 1,
         previous_billing_date=periods[-1][0],

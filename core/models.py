@@ -379,11 +379,18 @@ class Subscription(BaseModel):
     customer = pw.ForeignKeyField(Customer, backref="subscriptions", on_delete="CASCADE")
     product = pw.ForeignKeyField(Product, backref="subscriptions")
     quantity = pw.IntegerField(default=1)
-    addons = JSONField(default=list)  # [{"addon_id": ..., "quantity": ...}]
+    # the subscription's own price, copied from the catalogue at purchase and at each plan
+    # change (a later catalogue change applies to new sales): the plan's unit price as sold
+    # (tax included when ``tax_inclusive``), its tax rate, and each add-on's price
+    addons = JSONField(default=list)  # [{"addon_id", "quantity", "unit_amount", "name"}]
     status = pw.CharField(default="pending")
     currency = pw.CharField(max_length=3)
-    recurring_pre_tax_amount = MoneyField()
+    unit_amount = MoneyField(default=0)
+    tax_rate_bps = pw.IntegerField(default=0)
+    recurring_pre_tax_amount = MoneyField()  # every line of one period, as sold
     tax_inclusive = pw.BooleanField(default=False)
+    credit_balance = MoneyField(default=0)  # unused time credited, taken off the next charges
+    price_change = JSONField(null=True)  # a new price announced to the customer, and from when
     payment_frequency_count = pw.IntegerField(default=1)
     payment_frequency_interval = pw.CharField(default="Month")
     subscription_period_count = pw.IntegerField(default=1)
@@ -471,9 +478,11 @@ class Invoice(BaseModel):
     issued_at = UTCDateTimeField(default=utcnow)
     currency = pw.CharField(max_length=3)
     lines = JSONField()  # [{"description", "quantity", "unit_amount", "amount"}]
-    subtotal = MoneyField()
+    tax_inclusive = pw.BooleanField(default=False)  # lines are gross (tax included), else net
+    subtotal = MoneyField()  # net: total less tax
     tax = MoneyField()
-    total = MoneyField()
+    total = MoneyField()  # tax included
+    credit_applied = MoneyField(default=0)  # credit taken off the total: paid = total - this
     seller = JSONField()  # the business's details at issue
     buyer = JSONField()  # the customer's details at issue
     payment_details = JSONField(default=dict)  # method and status at issue

@@ -86,14 +86,15 @@ def scheduled_change(sub: Subscription) -> dict | None:
     change = sub.scheduled_change
     if not change:
         return None
+    addons = (change.get("price") or {}).get("addons", sub.addons)
     names = {a.id: a.name for a in Addon.select(Addon.id, Addon.name).where(
-        Addon.id.in_([item["addon_id"] for item in sub.addons]))} if sub.addons else {}
+        Addon.id.in_([item["addon_id"] for item in addons]))} if addons else {}
     return {"id": change.get("id") or f"spc_{sub.id}", "product_id": change["product_id"],
             "product_name": change.get("product_name"), "product_description": None,
             "quantity": change["quantity"], "effective_at": change["effective_at"],
             "created_at": change.get("created_at") or iso(sub.updated_at),
             "addons": [{"addon_id": item["addon_id"], "name": names.get(item["addon_id"], ""),
-                        "quantity": item["quantity"]} for item in sub.addons]}
+                        "quantity": item["quantity"]} for item in addons]}
 
 
 def invoice_url(payment_id: str) -> str:
@@ -124,7 +125,13 @@ def payment(pay: Payment) -> dict:
         "subscription_ids": [pay.subscription_id] if pay.subscription_id else [],
         "charge_type": {"arrears": "renewal"}.get(pay.kind, pay.kind),
         "is_update_payment_method": pay.kind == "arrears",
-        "product_cart": [{"product_id": pay.product_id, "quantity": 1}] if pay.product_id else None,
+        "product_cart": [{"product_id": pay.product_id, "quantity": _plan_quantity(pay)}]
+        if pay.product_id else None,
+        "invoice_lines": [{key: item.get(key) for key in ("description", "quantity", "unit_amount",
+                                                           "amount")}
+                          for item in (pay.metadata or {}).get("lines", ())],
+        "tax_inclusive": bool(((pay.metadata or {}).get("charge") or {}).get("tax_inclusive")),
+        "credit_applied": int(((pay.metadata or {}).get("charge") or {}).get("credit_applied") or 0),
         "payment_method_id": pay.payment_method_id,
         "payment_method": "card" if method else None, "payment_method_type": "card" if method else None,
         "card_network": method.brand if method else None,
@@ -147,6 +154,12 @@ def payment(pay: Payment) -> dict:
         "three_ds_flow": None, "three_ds_status": None, "three_ds_version": None,
         "product_name": pay.product.name if pay.product_id else pay.description,
     }
+
+
+def _plan_quantity(pay: Payment) -> int:
+    """How many of its product a payment paid for (its first line's quantity)."""
+    lines = (pay.metadata or {}).get("lines") or [{}]
+    return int(lines[0].get("plan_quantity") or lines[0].get("quantity") or 1)
 
 
 REFUND_STATUS = {"pending": "pending", "succeeded": "succeeded", "failed": "failed"}

@@ -361,14 +361,17 @@ def subscriptions(customer):
 def subscription(customer, subscription_id):
     """A subscription: plan, price, quantity, add-ons, status, renewal, payment method."""
     sub = own_subscription(customer, subscription_id)
-    ids = [item["addon_id"] for item in sub.addons]
+    ids = [item["addon_id"] for item in sub.addons if not item.get("name")]
     names = dict(Addon.select(Addon.id, Addon.name).where(Addon.id.in_(ids)).tuples()) if ids else {}
-    addons = [(names.get(item["addon_id"], item["addon_id"]), item["quantity"]) for item in sub.addons]
-    total, tax = billing.split_tax(sub.recurring_pre_tax_amount, sub.product.tax_rate_bps,
-                                   sub.tax_inclusive)
+    addons = [(item.get("name") or names.get(item["addon_id"], item["addon_id"]), item["quantity"])
+              for item in sub.addons]
+    period = billing.price_charge(billing.recorded_price(sub))  # the price it records
+    renews = sub.status == "active" and not sub.cancel_at_next_billing_date
     policy = settings()["cancellation"]
-    return render("portal/subscription.html", sub=sub, addons=addons, renewal_total=total,
-                  renewal_tax=tax, unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
+    return render("portal/subscription.html", sub=sub, addons=addons, renewal_total=period["total"],
+                  renewal_tax=period["tax"], next_charge=billing.next_charge(sub) if renews else None,
+                  price_change=sub.price_change if renews and not sub.scheduled_change else None,
+                  unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
                   cancellable=policy["enabled"] and bool(cancel_whens(sub, policy)))
 
 
@@ -711,7 +714,10 @@ def payment(customer, payment_id):
     refunded = (Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
                 .where((Refund.payment == payment.id) & (Refund.status != "failed")).scalar()
                 if payment.status == "succeeded" else 0)
+    invoice = (Invoice.get_or_none(Invoice.payment == payment.id)
+               if payment.status == "succeeded" else None)
     return render("portal/payment.html", payment=payment, sub=sub, refunded=refunded,
+                  invoice=invoice,
                   reason=failure_reason(payment) if payment.status == "failed" else None)
 
 

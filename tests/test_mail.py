@@ -215,7 +215,8 @@ EMAIL_TYPES = sorted(path.stem.replace("_", ".", 1) for path in
 def test_every_email_template_is_checked_for_hostile_values():
     assert EMAIL_TYPES == ["customer.email_change", "customer.email_changed",
                            "customer.sign_in_link", "payment.failed", "payment.succeeded",
-                           "refund.succeeded", "subscription.active", "subscription.cancelled"]
+                           "refund.succeeded", "subscription.active", "subscription.cancelled",
+                           "subscription.price_change_scheduled"]
 
 
 @pytest.mark.parametrize("type_", EMAIL_TYPES)
@@ -229,7 +230,10 @@ def test_every_html_email_escapes_hostile_values_in_every_field(app, business, c
             "error_message": HOSTILE, "payment_id": HOSTILE, "subscription_id": HOSTILE,
             "amount": 500, "reason": HOSTILE,
             "status": "active" if cancelling else "cancelled", "cancel_at_next_billing_date": cancelling,
-            "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"]}
+            "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"],
+            "price_change": {"effective_at": "2025-03-01T00:00:00Z", "amount": 2400,
+                             "previous_amount": 1200, "payment_frequency_count": 1,
+                             "payment_frequency_interval": "Month"}}
     if type_.startswith("customer.email_change"):
         data["email"] = HOSTILE_ADDRESS
     notify(app, notification(business, customer, type=type_, data=data,

@@ -4,7 +4,7 @@ with it stays as it was."""
 
 from flask import g
 
-from core import payloads
+from core import billing, payloads
 from core.api import schemas
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
 from core.models import Addon, Product, ProductAddon, Subscription, db, utcnow
@@ -93,7 +93,9 @@ def retrieve_product(id: str):
 @route("PATCH", "/products/{id}", tag=TAG, body=schemas.ProductUpdate, errors=(409,))
 def update_product(id: str, body: schemas.ProductUpdate):
     """Change a product; only the fields sent change. Once it has subscriptions, its kind of
-    price, currency and billing cycle stay as they are (409); the amount may change."""
+    price, currency and billing cycle stay as they are (409); the amount may change. A new
+    amount applies to new sales: subscriptions keep the price they record until moved to it
+    (``POST /products/{id}/subscriptions/move-to-current-price``)."""
     product = scoped(Product, id, "product")
     sent = body.model_fields_set
     _check_brand(body.brand_id)
@@ -119,6 +121,23 @@ def update_product(id: str, body: schemas.ProductUpdate):
             ProductAddon.delete().where(ProductAddon.product == product).execute()
             for addon in addons:
                 ProductAddon.create(product=product, addon=addon)
+
+
+@route("POST", "/products/{id}/subscriptions/move-to-current-price", tag=TAG,
+       body=schemas.PriceMove, response=schemas.PriceMoves)
+def move_subscriptions_to_current_price(id: str, body: schemas.PriceMove):
+    """Move the product's subscribers to its current price (and its add-ons' current prices).
+
+    A price change applies to new sales only; existing subscriptions keep the price they
+    record until this is called. Each subscription whose price differs is told by e-mail
+    (and a ``subscription.price_change_scheduled`` webhook) the new amount and the date it
+    applies: its first billing date at least ``PRICE_CHANGE_NOTICE_DAYS`` from now (and not
+    before ``not_before``). Nothing is charged at the new price before then."""
+    product = scoped(Product, id, "product")
+    moved = billing.announce_price(product, billing.price_change_notice(), body.not_before)
+    return {"items": [{"subscription_id": sub.id, "effective_at": sub.price_change["effective_at"],
+                       "amount": sub.price_change["amount"],
+                       "previous_amount": sub.price_change["previous_amount"]} for sub in moved]}
 
 
 @route("GET", "/products", tag=TAG, query=schemas.ProductListQuery,

@@ -489,6 +489,23 @@ class ProductListItem(Out):
     updated_at: datetime
 
 
+class PriceMove(In):
+    not_before: datetime | None = Field(
+        None, description="The new price applies from each subscription's first billing date "
+                          "at least PRICE_CHANGE_NOTICE_DAYS from now, and not before this time.")
+
+
+class PriceMoveItem(Out):
+    subscription_id: str
+    effective_at: datetime
+    amount: int = Field(description="Each period's new amount, tax included.")
+    previous_amount: int
+
+
+class PriceMoves(Out):
+    items: list[PriceMoveItem]
+
+
 class AddonCreate(In):
     currency: Currency
     name: Name
@@ -583,9 +600,19 @@ class ChangePlan(In):
     product_id: Id
     quantity: Quantity
     proration_billing_mode: Literal["prorated_immediately"] = Field(
-        description="An upgrade is charged now, prorated to the day; a downgrade applies at the "
-                    "next billing date.")
-    effective_at: Literal["immediately"] | None = None
+        description="Within one billing cycle an upgrade is charged now, prorated to the day, and "
+                    "a downgrade applies at the next billing date. Across cycles (monthly to "
+                    "yearly or back) the new cycle starts at the change: its first period is "
+                    "charged now, less the unused time of the current one (credited; what is "
+                    "left of the credit is taken off the next charges).")
+    addons: list[AddonItem] | None = Field(
+        None, description="The add-ons after the change (an empty list removes them all); each "
+                          "must be offered with the new product (409 ADDON_NOT_OFFERED otherwise). "
+                          "Left out: the subscription keeps those the new product offers and "
+                          "drops the others.")
+    effective_at: Literal["immediately", "next_billing_date"] | None = Field(
+        None, description="immediately (the default), or next_billing_date: nothing is charged "
+                          "now and the change applies with the next renewal.")
     on_payment_failure: Literal["prevent_change"] | None = None
 
 
@@ -759,6 +786,8 @@ class ImmediateCharge(Out):
 class PlanChangePreview(Out):
     immediate_charge: ImmediateCharge
     new_plan: Subscription
+    dropped_addons: list[str] = Field(description="Portico's own: the names of the add-ons the "
+                                                  "change drops, which the new product does not offer.")
 
 
 # --- Payments ---------------------------------------------------------------------------------------
@@ -778,6 +807,13 @@ class ServicePeriod(Out):
     starts_at: datetime
     ends_at: datetime
     proration_factor: str
+
+
+class InvoiceLine(Out):
+    description: str
+    quantity: int
+    unit_amount: int
+    amount: int
 
 
 class ProductCartItem(Out):
@@ -835,6 +871,12 @@ class Payment(PaymentCommon):
     billing: BillingAddress
     is_update_payment_method: bool
     product_cart: list[ProductCartItem] | None
+    invoice_lines: list[InvoiceLine] = Field(description="Portico's own: what the payment charges, "
+                                                         "line by line; each quantity × unit_amount "
+                                                         "is its amount, to the minor unit.")
+    tax_inclusive: bool = Field(description="Portico's own: whether invoice_lines include tax "
+                                            "(else tax is added to their sum).")
+    credit_applied: int = Field(description="Portico's own: credit taken off the total charged.")
     payment_method_id: str | None
     card_holder_name: str | None
     card_issuing_country: Country | None

@@ -104,7 +104,8 @@ def create_subscription(body: schemas.SubscriptionCreate):
         billing=address, metadata=body.metadata or {})
     sub, payment = sub.refresh(), payment.refresh()
     return {"subscription_id": sub.id, "payment_id": payment.id,
-            "customer": payloads.customer_limited(customer), "addons": sub.addons,
+            "customer": payloads.customer_limited(customer),
+            "addons": [{"addon_id": a["addon_id"], "quantity": a["quantity"]} for a in sub.addons],
             "metadata": sub.metadata, "recurring_pre_tax_amount": sub.recurring_pre_tax_amount,
             "payment_method_required": False, "payment_link": payment.action_url,
             "client_secret": None, "expires_on": None, "discount_id": None, "discount_ids": None,
@@ -173,19 +174,24 @@ def change_plan(subscription_id: str, body: schemas.ChangePlan):
     """Move to another recurring product or quantity. An upgrade is charged now, prorated to
     the day, and applies once paid (``payment_id``); a downgrade applies at the next billing
     date."""
-    sub, product = _plan_change(subscription_id, body)
-    return _payment_answer(billing.change_plan(sub, product, body.quantity))
+    sub, product, options = _plan_change(subscription_id, body)
+    return _payment_answer(billing.change_plan(sub, product, body.quantity, **options))
 
 
 def _plan_change(subscription_id: str, body: schemas.ChangePlan):
-    """The subscription and the product it would move to; 409 ``PLAN_UNCHANGED`` when that is
-    the product and quantity it already has (the portal offers only other plans)."""
+    """The subscription, the product it would move to and the change's options (``addons``,
+    ``effective_at``); 409 ``PLAN_UNCHANGED`` when that is the product, quantity and add-ons
+    it already has (the portal offers only other plans)."""
     sub = scoped(Subscription, subscription_id, "subscription")
     product = scoped(Product, body.product_id, "product")
-    if product.id == sub.product_id and body.quantity == sub.quantity:
+    addons = ([{"addon_id": item.addon_id, "quantity": item.quantity} for item in body.addons]
+              if body.addons is not None else None)
+    same_addons = addons is None or sorted((a["addon_id"], a["quantity"]) for a in addons) == sorted(
+        (a["addon_id"], a["quantity"]) for a in sub.addons)
+    if product.id == sub.product_id and body.quantity == sub.quantity and same_addons:
         raise ApiError(409, "PLAN_UNCHANGED",
-                       "The subscription already has this product and quantity.")
-    return sub, product
+                       "The subscription already has this product, quantity and add-ons.")
+    return sub, product, {"addons": addons, "effective_at": body.effective_at or "immediately"}
 
 
 @route("DELETE", "/subscriptions/{subscription_id}/change-plan/scheduled", tag=TAG, errors=(409,))
@@ -199,29 +205,40 @@ def cancel_change_plan(subscription_id: str):
 def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
     """What a plan change would charge now and the subscription it would leave, changing
     nothing."""
-    sub, product = _plan_change(subscription_id, body)
-    preview = billing.preview_plan_change(sub, product, body.quantity)
+    sub, product, options = _plan_change(subscription_id, body)
+    preview = billing.preview_plan_change(sub, product, body.quantity, **options)
     lines = []
-    if preview.amount_due:
+    if preview.charge:
         period = (sub.next_billing_date - sub.previous_billing_date).days or 1
         left = max((sub.next_billing_date - datetime.now(UTC)).days, 0)
-        lines.append({"id": sub.id, "type": "subscription", "product_id": product.id,
-                      "name": product.name, "description": product.description,
-                      "currency": sub.currency, "quantity": 1,
-                      "unit_price": preview.amount_due - preview.tax_due,
-                      "proration_factor": round(left / period, 4),
-                      "tax_inclusive": product.tax_inclusive, "tax": preview.tax_due,
-                      "tax_rate": product.tax_rate_bps / 10000})
+        factor = 1 if preview.new_cycle else round(left / period, 4)
+        for item in preview.charge["lines"]:
+            lines.append({"id": sub.id, "type": "subscription", "product_id": product.id,
+                          "name": item["product_name"], "description": product.description,
+                          "currency": sub.currency, "quantity": item["quantity"],
+                          "unit_price": item["unit_amount"], "proration_factor": factor,
+                          "tax_inclusive": preview.charge["tax_inclusive"],
+                          "tax": preview.tax_due if item is preview.charge["lines"][0] else 0,
+                          "tax_rate": preview.price["tax_rate_bps"] / 10000})
+    credits = preview.charge["credit_applied"] if preview.charge else 0
     summary = {"currency": sub.currency, "total_amount": preview.amount_due, "tax": preview.tax_due,
                "settlement_amount": preview.amount_due, "settlement_currency": sub.currency,
-               "settlement_tax": preview.tax_due, "customer_credits": 0,
+               "settlement_tax": preview.tax_due, "customer_credits": credits,
                "customer_credits_currency": sub.currency}
+    price = preview.price
     new_plan = {**payloads.subscription(sub), "product_id": product.id, "product_name": product.name,
-                "quantity": body.quantity, "tax_inclusive": product.tax_inclusive,
-                "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount}
+                "quantity": body.quantity, "tax_inclusive": price["tax_inclusive"],
+                "recurring_pre_tax_amount": preview.new_recurring_pre_tax_amount,
+                "addons": [{"addon_id": a["addon_id"], "quantity": a["quantity"]}
+                           for a in price["addons"]],
+                "payment_frequency_count": price["payment_frequency_count"],
+                "payment_frequency_interval": price["payment_frequency_interval"],
+                "next_billing_date": payloads.iso(preview.next_billing_date)}
+    if preview.new_cycle and preview.upgrade:
+        new_plan["previous_billing_date"] = payloads.iso(preview.effective_at)
     return {"immediate_charge": {"effective_at": payloads.iso(preview.effective_at),
                                  "line_items": lines, "summary": summary},
-            "new_plan": new_plan}
+            "new_plan": new_plan, "dropped_addons": list(preview.dropped_addons)}
 
 
 @route("POST", "/subscriptions/{subscription_id}/update-payment-method", tag=TAG,
