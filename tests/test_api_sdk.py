@@ -340,3 +340,31 @@ def test_the_sdk_deep_links_into_each_portal_flow(app, server):
         portal.create(cust.customer_id, extra_body={"flow": {"type": "subscription_cancel",
                                                              "subscription_id": sub_id}})
     assert refused.value.body["code"] == "PORTAL_FEATURE_DISABLED"
+
+
+def test_the_sdk_changes_plan_with_dodos_addons_and_effective_at(app, server):
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    support = c.addons.create(currency="EUR", name="Priority support", price=2000, tax_category="saas")
+    monthly = {"type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+               "payment_frequency_interval": "Month", "subscription_period_count": 20,
+               "subscription_period_interval": "Year"}
+    pro = c.products.create(name="Pro", tax_category="saas", price=monthly, addons=[support.id])
+    yearly = c.products.create(name="Pro Yearly", tax_category="saas", addons=[support.id],
+                               price={**monthly, "price": 15000, "payment_frequency_interval": "Year"})
+    cust = c.customers.create(email="bob@example.com", name="Bob")
+    with pytest.deprecated_call():
+        created = c.subscriptions.create(billing={"country": "FR"},
+                                         customer={"customer_id": cust.customer_id},
+                                         product_id=pro.product_id, quantity=1,
+                                         addons=[{"addon_id": support.id, "quantity": 1}],
+                                         payment_method_id="pm_card_visa")
+    assert created.recurring_pre_tax_amount == 3500
+    later_on = c.subscriptions.change_plan(created.subscription_id, product_id=yearly.product_id,
+                                           quantity=1, addons=[], effective_at="next_billing_date",
+                                           proration_billing_mode="prorated_immediately")
+    assert later_on.payment_id is None
+    sub = c.subscriptions.retrieve(created.subscription_id)
+    assert sub.scheduled_change.product_id == yearly.product_id and sub.scheduled_change.addons == []
+    assert (sub.payment_frequency_interval, sub.recurring_pre_tax_amount) == ("Month", 3500)

@@ -89,3 +89,28 @@ def test_migrate_fails_loudly_when_a_source_has_no_migrations(make_app, tmp_path
     app = make_app(plugins=[NoMigrationsPlugin(tmp_path)])
     with app.app_context(), pytest.raises(ConfigError, match="no migrations found in .* \\(hollow\\)"):
         migrate(app)
+
+
+def test_existing_subscriptions_take_the_prices_their_renewals_were_charging(app, fresh_database_url):
+    from playhouse.migrations import Runner
+
+    from core.config import shipped
+    from core.models import Addon, Business, Customer, Product, Subscription
+
+    init_db(fresh_database_url())
+    migrate(app)
+    business = Business.create(name="Acme")
+    customer = Customer.create(business=business, mode="test", email="ann@example.com", name="Ann")
+    product = Product.create(business=business, mode="test", name="Pro", price=1500, currency="EUR",
+                             is_recurring=True, tax_rate_bps=2000)
+    seat = Addon.create(business=business, mode="test", name="Seat", price=500, currency="EUR")
+    sub = Subscription.create(business=business, mode="test", customer=customer, product=product,
+                              currency="EUR", recurring_pre_tax_amount=2500,
+                              addons=[{"addon_id": seat.id, "quantity": 2}])
+    runner = Runner(db.obj, directory=str(shipped("migrations")), table_name="schema_migration")
+    assert "0017a_subscription_prices" in runner.down("0017a_subscription_prices")
+    assert "core:0017a_subscription_prices" in migrate(app)
+    sub = sub.refresh()
+    assert (sub.unit_amount, sub.tax_rate_bps, sub.credit_balance) == (1500, 2000, 0)
+    assert sub.addons == [{"addon_id": seat.id, "name": "Seat", "quantity": 2, "unit_amount": 500}]
+    db.close()
