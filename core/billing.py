@@ -1330,14 +1330,19 @@ def price_change_notice() -> timedelta:
 
 def subscriptions_on_older_price(product: Product) -> int:
     """How many active or on-hold subscriptions of ``product`` record a price other than its
-    catalogue price, with no change to it announced yet."""
-    count = 0
-    for sub in Subscription.select().where((Subscription.product == product)
-                                           & Subscription.status.in_(("active", "on_hold"))):
-        new = catalogue_price(product, sub.quantity, sub.addons)
-        if sub.price_change is None and _differs(new, recorded_price(sub)):
-            count += 1
-    return count
+    catalogue price, with no change to it announced yet (two queries, however many)."""
+    from core.models import Addon
+
+    addon_prices = dict(Addon.select(Addon.id, Addon.price)
+                        .where(Addon.business == product.business_id).tuples())
+    subs = Subscription.select().where((Subscription.product == product)
+                                       & Subscription.status.in_(("active", "on_hold"))
+                                       & Subscription.price_change.is_null())
+    return sum(1 for sub in subs if (
+        (sub.unit_amount, sub.tax_rate_bps, sub.tax_inclusive)
+        != (product.price, product.tax_rate_bps, product.tax_inclusive)
+        or any(item["unit_amount"] != addon_prices.get(item["addon_id"], item["unit_amount"])
+               for item in sub.addons)))
 
 
 def _differs(new: dict, current: dict) -> bool:
