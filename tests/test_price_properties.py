@@ -1,7 +1,8 @@
 """What a customer reads is what they pay (Hypothesis): for random catalogues (prices, billing
 cycles, tax included or not, tax rates, add-ons) and random plan changes, renewals and price
-moves, every invoice's lines multiply out to the cent and add up to the charge, and the next
-payment the subscription page shows is what the next renewal charges."""
+moves, every invoice's lines multiply out to the cent and add up to the charge, a plan change
+charges the amount its preview shows, and the next payment the subscription page shows is
+what the next renewal charges."""
 
 import os
 import re
@@ -112,15 +113,22 @@ def test_what_the_customer_is_shown_is_what_they_are_charged(make_app, reset_dat
                     clock.move_to(sub.previous_billing_date + period * fraction)
                     wanted = None if chosen is None else [
                         {"addon_id": addons[i].id, "quantity": q} for i, q in chosen]
+                    target, before = products[index % len(products)], len(charges())
                     try:
-                        billing.change_plan(sub, products[index % len(products)], new_quantity, addons=wanted,
+                        preview = billing.preview_plan_change(sub, target, new_quantity,
+                                                              addons=wanted, effective_at=effective_at)
+                        billing.change_plan(sub, target, new_quantity, addons=wanted,
                                             effective_at=effective_at)
                     except billing.BillingError as error:
                         assert error.code == "ADDON_NOT_OFFERED"
+                    else:  # the amount due now the preview shows is what is charged
+                        assert [c.amount for c in charges()[before:]] == (
+                            [preview.amount_due] if preview.amount_due else [])
                 else:
                     _, index, price = step
-                    Product.update(price=price).where(Product.id == products[index % len(products)].id).execute()
-                    billing.announce_price(products[index % len(products)], billing.price_change_notice())
+                    product = products[index % len(products)]
+                    Product.update(price=price).where(Product.id == product.id).execute()
+                    billing.announce_price(product, billing.price_change_notice())
                 assert_every_invoice_adds_up()
 
     with app.app_context():
