@@ -70,7 +70,9 @@ def seed(n):
                     "brand": "visa", "last4": "4242", "created_at": now} for c in customers]
         subs = [{"id": new_id("sub"), "business": business.id, "mode": "test",
                  "customer": c["id"], "product": product.id, "status": "active", "currency": "EUR",
-                 "recurring_pre_tax_amount": 1500, "payment_method": m["id"], "addons": [],
+                 "recurring_pre_tax_amount": 1500, "unit_amount": product.price,
+                 "tax_rate_bps": product.tax_rate_bps, "tax_inclusive": product.tax_inclusive,
+                 "payment_method": m["id"], "addons": [],
                  "metadata": {}, "billing_anchor": now - timedelta(days=31), "cycles": 0,
                  "previous_billing_date": now - timedelta(days=31),
                  "next_billing_date": now - timedelta(minutes=1), "created_at": now,

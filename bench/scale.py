@@ -40,7 +40,7 @@ def crowd(customers: int, payments: int, first_number: int):
     business, product = Business.get().id, Product.get().id
     old = (datetime.now(UTC) - timedelta(days=365)).strftime("%Y-%m-%d %H:%M:%S")
     common = {"business": business, "product": product, "old": old, "customers": customers,
-              "first": first_number,
+              "first": first_number, "no": False,
               "lines": json.dumps([{"amount": 1500, "description": "Acme Pro", "quantity": 1,
                                     "unit_amount": 1500}]),
               "seller": json.dumps({"name": "Acme Software"}), "buyer": json.dumps({"name": "C"}),
@@ -56,11 +56,11 @@ def crowd(customers: int, payments: int, first_number: int):
                    "'cus_crowd' || (i % %(customers)s), %(product)s, 'renewal', 'succeeded', 1800, 300, "
                    "'EUR', 'Acme Pro', 'ik_crowd' || i, 1, '{}' FROM n"),
         (payments, "INSERT INTO invoice (id, created_at, issued_at, business_id, mode, customer_id, "
-                   "payment_id, number, currency, lines, subtotal, tax, total, seller, buyer, "
-                   "payment_details) "
+                   "payment_id, number, currency, lines, tax_inclusive, subtotal, tax, total, "
+                   "credit_applied, seller, buyer, payment_details) "
                    "SELECT 'inv_crowd' || i, %(old)s, %(old)s, %(business)s, 'test', "
                    "'cus_crowd' || (i % %(customers)s), 'pay_crowd' || i, %(first)s + i + 1, 'EUR', "
-                   "%(lines)s, 1500, 300, 1800, %(seller)s, %(buyer)s, %(details)s "
+                   "%(lines)s, %(no)s, 1500, 300, 1800, 0, %(seller)s, %(buyer)s, %(details)s "
                    "FROM n"),
     ]
     sqlite = db.param == "?"
