@@ -132,6 +132,8 @@ def load(app, overrides=None, strict=True):
           and (len(cfg["SECRET_KEY"]) < 32 or cfg["SECRET_KEY"] == DEV_SECRET)):
         raise ConfigError("PORTICO_SECRET_KEY is too weak for production: use a random value "
                           "of at least 32 characters")
+    if not cfg["DATABASE_URL"] or not cfg["MAIL_OUTBOX"]:  # the defaults live in the instance folder
+        os.makedirs(app.instance_path, exist_ok=True)
     if not cfg["DATABASE_URL"]:
         cfg["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "portico.db")
     if not cfg["MAIL_OUTBOX"]:

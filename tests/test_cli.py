@@ -1,6 +1,9 @@
 """The ``portico`` command: records made from the shell, and the demo."""
 
 import json
+import os
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
@@ -95,3 +98,13 @@ def test_commands_refuse_an_unknown_business_with_one_line(cli_env, app):
 
 def test_migrate_reports_an_up_to_date_database(cli_env, app):
     assert portico("migrate").strip() == "database is up to date"
+
+
+def test_migrate_on_a_fresh_checkout_makes_the_instance_folder_it_keeps_the_database_in(tmp_path):
+    env = {**os.environ, "PORTICO_ENV": "development", "PORTICO_INSTANCE_PATH": str(tmp_path / "instance")}
+    env = {name: value for name, value in env.items()
+           if name not in ("PORTICO_DATABASE_URL", "PORTICO_REDIS_URL")}
+    done = subprocess.run([sys.executable, "-m", "core.cli", "migrate"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "instance" / "portico.db").exists()
