@@ -353,7 +353,14 @@ def refund(customer_id, payment_id):
     except ValueError as error:
         flash(f"No refund was made: {error}.", "error")
     except billing.BillingError as error:
-        flash(f"No refund was made: {error.message}.", "error")
+        left = billing.refundable(payment.refresh())
+        if error.code != "REFUND_AMOUNT_INVALID":
+            flash(f"No refund was made: {error.message}.", "error")
+        elif left:
+            flash(f"No refund was made: at most {format_money(left, payment.currency)} is left "
+                  "to refund on this payment.", "error")
+        else:
+            flash("No refund was made: this payment has been refunded in full already.", "error")
     else:
         flash(f"Refund of {format_money(made.amount, made.currency)}: {made.refresh().status}.")
     return redirect(url_for(".customer", customer_id=found.id) + "#payments", 303)

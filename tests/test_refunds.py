@@ -136,6 +136,26 @@ def test_the_dashboard_refund_button_refunds_part_of_a_payment(client, business,
     assert "T-CN-000001" in client.get(urlsplit(answer.headers["Location"]).path).text
 
 
+def test_the_dashboard_says_in_money_how_much_is_left_when_a_refund_asks_too_much(client, business,
+                                                                                  paid, customer):
+    from core.auth import create_merchant_user
+
+    create_merchant_user(business, "owner@acme.test", "correct horse battery")
+    page = client.get("/dashboard/login")
+    client.post("/dashboard/login", data={"csrf_token": csrf_token(page.text),
+                                          "email": "owner@acme.test",
+                                          "password": "correct horse battery"})
+    action = f"/dashboard/customers/{customer.id}/payments/{paid.id}/refund"
+    token = csrf_token(client.get(f"/dashboard/customers/{customer.id}").text)
+    too_much = client.post(action, data={"csrf_token": token, "amount": "25.00"}, follow_redirects=True)
+    assert "at most €18.00 is left to refund on this payment" in too_much.text
+    client.post(action, data={"csrf_token": token, "amount": ""})
+    again = client.post(action, data={"csrf_token": token, "amount": "1.00"}, follow_redirects=True)
+    assert "this payment has been refunded in full already" in again.text
+    assert "minor units" not in too_much.text + again.text
+    assert Refund.select().count() == 1
+
+
 def test_thirty_concurrent_refunds_never_exceed_the_payment(app, paid, database_url):
     barrier, refused, errors = threading.Barrier(30), [], []
 
