@@ -270,7 +270,7 @@ def _transition(sub: Subscription, status: str, **changes) -> Subscription:
     """Move ``sub`` to ``status`` (the one place statuses change) and emit its event."""
     if status not in TRANSITIONS.get(sub.status, ()):
         raise BillingError("INVALID_SUBSCRIPTION_TRANSITION",
-                           f"a {sub.status} subscription cannot become {status}")
+                           f"the subscription is {sub.status}: it cannot become {status}")
     for name, value in changes.items():
         setattr(sub, name, value)
     sub.status = status
@@ -958,7 +958,7 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
             return None
         if sub.status != "on_hold":
             raise BillingError("SUBSCRIPTION_INACTIVE",
-                               f"a {sub.status} subscription's payment method cannot change")
+                               f"the subscription is {sub.status}: its payment method cannot change")
         open_charge = _open_charge(sub, ("arrears",))
         if open_charge:
             if open_charge.created_at <= utcnow() - wait_window():  # reconcile it first
@@ -1030,7 +1030,7 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
             return sub
         if sub.status != "active":
             raise BillingError("SUBSCRIPTION_INACTIVE",
-                               f"a {sub.status} subscription cannot be cancelled at its next billing date")
+                               f"the subscription is {sub.status}: it cannot be cancelled at its next billing date")
         _refuse_while_in_flight(sub, ("renewal",))
         for name, value in details.items():
             setattr(sub, name, value)
@@ -1145,7 +1145,7 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
     _check_product(sub.customer, product)
     if sub.status != "active":
         raise BillingError("INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED",
-                           f"a {sub.status} subscription cannot change plan")
+                           f"the subscription is {sub.status}: it cannot change plan")
     if not product.is_recurring or product.currency != sub.currency:
         raise BillingError("INVALID_REQUEST_PARAMETERS",
                            f"{product.name} cannot replace this plan "

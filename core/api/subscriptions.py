@@ -255,7 +255,7 @@ def update_payment_method(subscription_id: str, body):
         return _payment_answer(billing.update_payment_method(sub, method))
     if sub.status not in ("active", "on_hold"):
         raise ApiError(409, "SUBSCRIPTION_INACTIVE",
-                       f"A {sub.status} subscription's payment method cannot change.")
+                       f"The subscription is {sub.status}: its payment method cannot change.")
     try:
         provider = registry().provider_for(g.mode)
     except MissingPlugin as error:
