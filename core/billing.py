@@ -1030,7 +1030,8 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
             return sub
         if sub.status != "active":
             raise BillingError("SUBSCRIPTION_INACTIVE",
-                               f"the subscription is {sub.status}: it cannot be cancelled at its next billing date")
+                               f"the subscription is {sub.status}: "
+                               "it cannot be cancelled at its next billing date")
         _refuse_while_in_flight(sub, ("renewal",))
         for name, value in details.items():
             setattr(sub, name, value)
