@@ -316,6 +316,17 @@ def payment_method_link(event) -> str | None:
     return sign_in_link(customer, next=path)
 
 
+@link_for("subscription.renewal_reminder")
+def subscription_link(event) -> str | None:
+    """A fresh sign-in link that lands on the subscription a renewal reminder is about."""
+    customer = Customer.get_or_none(Customer.id == event.customer_id)
+    if customer is None or customer.blocked_at is not None:
+        return None
+    path = current_app.url_map.bind("").build("portal.subscription",
+                                              {"subscription_id": event.data["subscription_id"]})
+    return sign_in_link(customer, next=path)
+
+
 def allow_sign_in_email(email: str) -> bool:
     """Count one sign-in e-mail to ``email`` against ``SIGN_IN_LIMIT_PER_EMAIL``; ``False``
     when the address is over it. Counted per address (hashed), known or not, in the limiter's

@@ -238,9 +238,19 @@ def period_label(name: str, start: datetime, end: datetime) -> str:
 
 
 def _emit_subscription(type: str, sub: Subscription, **extra):
+    """A ``subscription.*`` event: Dodo's payload, plus ``resume_at`` while paused (the
+    resume date asked for, if any)."""
+    paused = {"resume_at": payloads.iso(sub.resume_at)} if sub.status == "paused" else {}
     data = {**payloads.subscription(sub), "past_due_ends_at": None, "payment_id": None,
-            "payload_type": "Subscription", **extra}
+            "payload_type": "Subscription", **paused, **extra}
     return emit(type, sub.business_id, sub.mode, sub.customer_id, data)
+
+
+def _emit_notice(type: str, sub: Subscription, **extra):
+    """A notice for the customer alone (``customer_only``: no webhook carries it), about
+    ``sub``: a renewal reminder, a cancellation scheduled for the period end."""
+    data = {**payloads.subscription(sub), "payload_type": "Subscription", **extra}
+    return emit(type, sub.business_id, sub.mode, sub.customer_id, data, customer_only=True)
 
 
 ON_SCREEN = ("arrears", "plan_change")  # charges a customer starts and watches on screen
@@ -258,12 +268,15 @@ def _emit_payment(type: str, payment: Payment):
 
 TRANSITIONS = {
     "pending": {"active", "failed"},
-    "active": {"on_hold", "cancelled", "expired"},
+    "active": {"on_hold", "cancelled", "expired", "paused"},
     "on_hold": {"active", "cancelled", "expired"},
+    "paused": {"active", "cancelled"},
 }
 STATUS_EVENTS = {"active": "subscription.active", "on_hold": "subscription.on_hold",
                  "cancelled": "subscription.cancelled", "expired": "subscription.expired",
-                 "failed": "subscription.failed"}
+                 "failed": "subscription.failed", "paused": "subscription.paused"}
+# Dodo names a move between two statuses when the status alone does not say it
+MOVE_EVENTS = {("paused", "active"): "subscription.unpaused"}
 
 
 def _transition(sub: Subscription, status: str, **changes) -> Subscription:
@@ -271,12 +284,13 @@ def _transition(sub: Subscription, status: str, **changes) -> Subscription:
     if status not in TRANSITIONS.get(sub.status, ()):
         raise BillingError("INVALID_SUBSCRIPTION_TRANSITION",
                            f"the subscription is {sub.status}: it cannot become {status}")
+    event = MOVE_EVENTS.get((sub.status, status), STATUS_EVENTS[status])
     for name, value in changes.items():
         setattr(sub, name, value)
     sub.status = status
     sub.updated_at = utcnow()
     sub.save()
-    _emit_subscription(STATUS_EVENTS[status], sub)
+    _emit_subscription(event, sub)
     return sub
 
 
@@ -868,7 +882,8 @@ def queue_renewals(owed: list[list[str]], slot: str = "") -> int:
 def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) -> dict:
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), charges whose wait is over (``expire_charge``),
-    refunds without an answer, and events whose deliveries were never queued.
+    refunds without an answer, paused subscriptions whose resume date has come, renewal
+    reminders, and events whose deliveries were never queued.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
     from core.plugins import registry
@@ -883,7 +898,7 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     counts = {"renewals": queue_renewals([
         [sub.id, payloads.iso(sub.next_billing_date)]
         for sub in due.order_by(Subscription.next_billing_date, Subscription.id)], slot),
-        "charges": 0, "expired": 0, "refunds": 0, "events": 0}
+        "charges": 0, "expired": 0, "refunds": 0, "events": 0, "resumes": 0, "reminders": 0}
     window_start = now - wait_window()
     expired = Payment.select(Payment.id).where(Payment.status.in_(OPEN)
                                                & (Payment.created_at <= window_start))
@@ -903,6 +918,16 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
         enqueue(run_refund, refund.id, job_id=f"refund-{refund.id}-{refund.attempts}-{slot}",
                 unique=True)
         counts["refunds"] += 1
+    resumes = Subscription.select(Subscription.id).where((Subscription.status == "paused")
+                                                          & (Subscription.resume_at <= now))
+    for sub in resumes:
+        enqueue(resume_when_due, sub.id, job_id=f"resume-{sub.id}-{slot}", unique=True)
+        counts["resumes"] += 1
+    for subscription_id, due in reminders_due(now):
+        stamp = "".join(c for c in due if c.isdigit())
+        enqueue(remind_renewal, subscription_id, due,
+                job_id=f"remind-{subscription_id}-{stamp}-{slot}", unique=True)
+        counts["reminders"] += 1
     counts["events"] = redispatch(now)
     app = current_app._get_current_object()
     for _plugin, owed in registry().call_each("sweep", app=app, now=now):
@@ -1022,8 +1047,8 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
                    "cancellation_comment": comment or sub.cancellation_comment,
                    "cancelled_by": actor or sub.cancelled_by}
         if not at_next_billing_date:
-            _transition(sub, "cancelled", cancelled_at=utcnow(),
-                        cancel_at_next_billing_date=False, **details)
+            _transition(sub, "cancelled", cancelled_at=utcnow(), cancel_at_next_billing_date=False,
+                        paused_at=None, resume_at=None, **details)
             for payment in Payment.select(Payment.id).where((Payment.subscription == sub)
                                                             & Payment.status.in_(OPEN)):
                 later(withdraw_charge, payment.id, job_id=f"withdraw-{payment.id}", unique=True)
@@ -1038,6 +1063,7 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
         sub.cancel_at_next_billing_date, sub.updated_at = True, utcnow()
         sub.save()
         _emit_subscription("subscription.updated", sub)
+        _emit_notice("subscription.cancellation_scheduled", sub)
         return sub
 
 
@@ -1068,6 +1094,186 @@ def update_details(subscription: Subscription, billing: dict | None = None,
         sub.save()
         _emit_subscription("subscription.updated", sub)
         return sub
+
+
+# --- Next billing date -----------------------------------------------------------------------
+
+CLOCK_SKEW = timedelta(minutes=1)  # a date this close before now is read as now
+
+
+def move_next_billing_date(subscription: Subscription, when: datetime) -> Subscription:
+    """Move the next renewal of an active subscription to ``when`` (Dodo's
+    ``next_billing_date``): later, or earlier down to now, never into the past. An earlier date
+    makes the renewal due sooner (the sweep renews it once it has come); the periods after it
+    count from the new date. A date within ``CLOCK_SKEW`` before now reads as now.
+
+    Raises ``BillingError``: ``INVALID_NEXT_BILLING_DATE`` for a date in the past or after the
+    end of the term (``expires_at``), ``SUBSCRIPTION_INACTIVE`` when the subscription is not
+    active, ``PREVIOUS_PAYMENT_PENDING`` while a charge of it is in flight (that charge decides
+    which period is paid)."""
+    now = utcnow()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    if when < now - CLOCK_SKEW:
+        raise BillingError("INVALID_NEXT_BILLING_DATE", "the next billing date must not be in "
+                           f"the past (it is now {now:%Y-%m-%dT%H:%M:%SZ})")
+    when = max(when, now)
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status != "active":
+            raise BillingError("SUBSCRIPTION_INACTIVE",
+                               f"a {sub.status} subscription has no next billing date to move")
+        if sub.expires_at and when > sub.expires_at:
+            raise BillingError("INVALID_NEXT_BILLING_DATE",
+                               f"the next billing date must not be after the end of the "
+                               f"subscription's term ({payloads.iso(sub.expires_at)})")
+        _refuse_while_in_flight(sub)
+        _start_periods_at(sub, when)
+        sub.updated_at = utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+        return sub
+
+
+def _start_periods_at(sub: Subscription, when: datetime):
+    """Make ``when`` the next billing date, and the periods after it count from it: the
+    anchor moves there, and no period of that anchor has been renewed yet (``cycles`` -1:
+    the renewal due at ``when`` pays period 0, ``when`` to ``when`` + one interval)."""
+    sub.next_billing_date, sub.billing_anchor, sub.cycles = when, when, -1
+
+
+# --- Pausing ---------------------------------------------------------------------------------
+
+
+def customers_may_pause(business: Business) -> bool:
+    """Whether the business lets its customers pause and resume in the portal (off unless the
+    merchant turns it on: ``Business.settings["customers_may_pause"]``)."""
+    return bool((business.settings or {}).get("customers_may_pause", False))
+
+
+def pause(subscription: Subscription, resume_at: datetime | None = None) -> Subscription:
+    """Pause an active subscription: nothing is renewed while it is paused, and the paid time
+    it had left (to its next billing date) is kept for when it resumes (``resume``), by hand
+    or by itself at ``resume_at`` (the sweep).
+
+    A pause never meets a charge half-way: while a charge of the subscription is in flight it
+    is refused (``PREVIOUS_PAYMENT_PENDING``), since that charge's outcome decides which period
+    is paid; a renewal that has not started when the pause is made is never started (renewals
+    are of active subscriptions only). Also refused: a subscription not active
+    (``INVALID_SUBSCRIPTION_TRANSITION``), one set to end at its next billing date
+    (``CANCELLATION_SCHEDULED``: keep it first), a ``resume_at`` not in the future
+    (``INVALID_RESUME_DATE``)."""
+    now = utcnow()
+    if resume_at is not None and resume_at <= now:
+        raise BillingError("INVALID_RESUME_DATE", "the resume date must be in the future")
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status == "active" and sub.cancel_at_next_billing_date:
+            raise BillingError("CANCELLATION_SCHEDULED", "this subscription ends at its next billing "
+                               "date: keep it before pausing it")
+        if sub.status == "active":
+            _refuse_while_in_flight(sub)
+        return _transition(sub, "paused", paused_at=now, resume_at=resume_at)
+
+
+def resume(subscription: Subscription) -> Subscription:
+    """Resume a paused subscription: billing restarts with the paid time it had left when
+    paused, so its next billing date is now plus that time (now, if none was left: then the
+    sweep renews it at once). Emits ``subscription.unpaused``."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status != "paused":
+            raise BillingError("SUBSCRIPTION_NOT_PAUSED", f"a {sub.status} subscription is not paused")
+        now = utcnow()
+        left = max(sub.next_billing_date - (sub.paused_at or now), timedelta(0))
+        _start_periods_at(sub, now + left)
+        return _transition(sub, "active", paused_at=None, resume_at=None)
+
+
+def resume_when_due(subscription_id: str):
+    """Job: resume a paused subscription whose resume date has come (queued by the sweep)."""
+    sub = Subscription.get_or_none(Subscription.id == subscription_id)
+    if sub is None or sub.status != "paused" or sub.resume_at is None or sub.resume_at > utcnow():
+        return None
+    try:
+        return resume(sub)
+    except BillingError:  # resumed or cancelled meanwhile
+        return None
+
+
+# --- Renewal reminders -----------------------------------------------------------------------
+
+REMINDER_PLANS = ("yearly", "all", "off")
+REMINDER_DEFAULTS = {"renewal_reminders": "yearly", "renewal_reminder_days": 30}
+
+
+def reminder_settings(business: Business) -> tuple[str, int]:
+    """``(plans, days)``: which subscriptions get a renewal reminder (``yearly``: billed once a
+    year or less often, the default, as auto-renewal laws ask for long terms; ``all``;
+    ``off``) and how many days before the renewal (default 30)."""
+    settings = {**REMINDER_DEFAULTS, **(business.settings or {})}
+    plans = settings["renewal_reminders"]
+    return (plans if plans in REMINDER_PLANS else "yearly"), int(settings["renewal_reminder_days"])
+
+
+def _yearly():
+    """Subscriptions billed once a year or less often."""
+    count, interval = Subscription.payment_frequency_count, Subscription.payment_frequency_interval
+    return ((interval == "Year") | ((interval == "Month") & (count >= 12))
+            | ((interval == "Week") & (count >= 52)) | ((interval == "Day") & (count >= 365)))
+
+
+def reminders_due(now: datetime) -> list[list[str]]:
+    """``[subscription_id, due]`` of the renewals whose reminder is due as of ``now`` and not
+    sent yet: active, not ending (cancelled at, or its term over by, that date), renewing
+    within the business's reminder days."""
+    owed = []
+    for business in Business.select(Business.id, Business.settings):
+        plans, days = reminder_settings(business)
+        if plans == "off":
+            continue
+        query = (Subscription.select(Subscription.id, Subscription.next_billing_date)
+                 .where((Subscription.business == business.id) & (Subscription.status == "active")
+                        & ~Subscription.cancel_at_next_billing_date
+                        & (Subscription.next_billing_date > now)
+                        & (Subscription.next_billing_date <= now + timedelta(days=days))
+                        & (Subscription.expires_at.is_null()
+                           | (Subscription.expires_at > Subscription.next_billing_date))
+                        & (Subscription.renewal_reminded_for.is_null()
+                           | (Subscription.renewal_reminded_for != Subscription.next_billing_date))))
+        if plans == "yearly":
+            query = query.where(_yearly())
+        owed += [[sub.id, payloads.iso(sub.next_billing_date)] for sub in query]
+    return owed
+
+
+def renewal_quote(sub: Subscription) -> tuple[int, int]:
+    """``(amount, tax)`` the next renewal of ``sub`` is to charge, in its currency's minor
+    units: its recorded price per period (a downgrade scheduled for that date included),
+    with the product's tax."""
+    change = sub.scheduled_change or {}
+    product = Product.get_by_id(change["product_id"]) if change else sub.product
+    pre_tax = change.get("recurring_pre_tax_amount", sub.recurring_pre_tax_amount)
+    return split_tax(pre_tax, product.tax_rate_bps, product.tax_inclusive)
+
+
+def remind_renewal(subscription_id: str, due: str):
+    """Job: tell the customer that their subscription renews at ``due`` (ISO), with the amount
+    and a link to it; once per renewal date (``renewal_reminded_for``, set in the same
+    transaction as the notice is recorded)."""
+    with transaction():
+        sub = for_update(Subscription.select().where(Subscription.id == subscription_id)).first()
+        if (sub is None or sub.status != "active" or sub.cancel_at_next_billing_date
+                or (sub.expires_at and sub.expires_at <= sub.next_billing_date)
+                or payloads.iso(sub.next_billing_date) != due
+                or sub.renewal_reminded_for == sub.next_billing_date):
+            return None
+        amount, tax = renewal_quote(sub)
+        Subscription.update(renewal_reminded_for=sub.next_billing_date).where(
+            Subscription.id == sub.id).execute()
+        return _emit_notice("subscription.renewal_reminder", sub, renewal_amount=amount,
+                            renewal_tax=tax)
 
 
 # --- Plan changes ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The merchant dashboard: sign-in, the test/live switch, Sales → Customers with "Share invite",
-Sales → Products (moving subscribers to a product's current price), API keys, webhook
-endpoints and branding.
+"""The merchant dashboard: sign-in, the test/live switch, Sales → Customers with "Share invite"
+(and pausing or resuming their subscriptions), Sales → Products (moving subscribers to a
+product's current price), API keys, webhook endpoints, branding and subscription settings.
 
 Everything is scoped to the signed-in merchant's business and the mode their session shows;
 another business's (or mode's) ids answer 404, exactly like ids that do not exist.
@@ -157,6 +157,20 @@ class BrandingForm(FlaskForm):
         Optional(), Length(max=254), Email("Enter a valid e-mail address.")])
     default_return_url = URLField("Default return URL", validators=[Optional(), Length(max=2000), _https_url],
                                   description="Where \"Return to …\" in the portal leads.")
+
+
+class SubscriptionSettingsForm(FlaskForm):
+    customers_may_pause = BooleanField(
+        "Customers may pause and resume their subscriptions in the portal",
+        description="Paused subscriptions are not renewed; a customer may choose a date to resume.")
+    renewal_reminders = SelectField("Renewal reminder e-mails", choices={
+        "yearly": "For plans billed once a year or less often", "all": "For every plan",
+        "off": "Never"}, validators=[InputRequired()],
+        description="Auto-renewal laws in several US states and the EU ask for one before a long "
+                    "term renews.")
+    renewal_reminder_days = IntegerField("Days before the renewal", validators=[
+        InputRequired("Enter a number of days."),
+        NumberRange(min=1, max=90, message="Enter a number of days from 1 to 90.")])
 
 
 # --- Signing in and out -------------------------------------------------------------------------
@@ -364,6 +378,33 @@ def refund(customer_id, payment_id):
     else:
         flash(f"Refund of {format_money(made.amount, made.currency)}: {made.refresh().status}.")
     return redirect(url_for(".customer", customer_id=found.id) + "#payments", 303)
+
+
+@bp.post("/subscriptions/<subscription_id>/pause")
+@merchant_required
+def pause_subscription(subscription_id):
+    """Pause a subscription: no renewals until it is resumed; the paid time it has left is kept."""
+    sub = _get(Subscription, subscription_id)
+    return _after(sub, billing.pause, "The subscription is paused: it is not renewed until it is resumed.")
+
+
+@bp.post("/subscriptions/<subscription_id>/resume")
+@merchant_required
+def resume_subscription(subscription_id):
+    """Resume a paused subscription, with the paid time it had left."""
+    sub = _get(Subscription, subscription_id)
+    return _after(sub, billing.resume, "The subscription is active again.")
+
+
+def _after(sub, change, done: str):
+    """Apply ``change`` to ``sub`` and go back to its customer's page, saying what happened."""
+    try:
+        change(sub)
+    except billing.BillingError as error:
+        flash(f"Nothing changed: {error.message}.", "error")
+    else:
+        flash(done)
+    return redirect(url_for(".customer", customer_id=sub.customer_id) + "#subscriptions", 303)
 
 
 def _customer_page(found, dynamic_link=None):
@@ -647,6 +688,27 @@ def customer_portal():
         flash("Customer portal settings saved. Customers see them on the next page they open.")
         return redirect(url_for(".customer_portal"), 303)
     return render_template("dashboard/customer_portal.html", form=form, names=names), \
+        400 if form.errors else 200
+
+
+@bp.route("/subscription-settings", methods=["GET", "POST"])
+@merchant_required
+def subscription_settings():
+    """What customers may do with their subscriptions (pause and resume) and the renewal
+    reminders they receive (the same in test and live mode)."""
+    business = Business.get_by_id(current_user.business.id)
+    plans, days = billing.reminder_settings(business)
+    form = SubscriptionSettingsForm(data={
+        "customers_may_pause": billing.customers_may_pause(business),
+        "renewal_reminders": plans, "renewal_reminder_days": days})
+    if form.validate_on_submit():
+        settings = {**(business.settings or {}), "customers_may_pause": form.customers_may_pause.data,
+                    "renewal_reminders": form.renewal_reminders.data,
+                    "renewal_reminder_days": form.renewal_reminder_days.data}
+        Business.update(settings=settings).where(Business.id == business.id).execute()
+        flash("Subscription settings saved.")
+        return redirect(url_for(".subscription_settings"), 303)
+    return render_template("dashboard/subscription_settings.html", form=form), \
         400 if form.errors else 200
 
 

@@ -49,13 +49,14 @@ def notifiers() -> list[str]:
 
 
 def emit(type: str, business_id: str, mode: str, customer_id: str | None, data: dict,
-         told_on_screen: bool = False) -> Event:
+         told_on_screen: bool = False, customer_only: bool = False) -> Event:
     """Record an event in the current transaction; its deliveries are queued once it commits
-    (and never if it rolls back). ``told_on_screen``: see ``hookspecs.Notification``."""
+    (and never if it rolls back). ``told_on_screen`` and ``customer_only``: see
+    ``hookspecs.Notification``."""
     listened, now = bool(notifiers()), utcnow()  # nobody listening: kept, nothing to deliver
     event = Event.create(business=business_id, mode=mode, customer=customer_id, type=type,
                          data=data, created_at=now, dispatched_at=None if listened else now,
-                         told_on_screen=told_on_screen)
+                         told_on_screen=told_on_screen, customer_only=customer_only)
     if listened:
         later(dispatch, event.id, job_id=f"dispatch-{event.id}", unique=True)
     return event

@@ -78,7 +78,9 @@ class Notification:
     queued (a sign-in link); notifiers other than the one addressing the customer ignore it.
     ``told_on_screen`` says the customer saw this outcome on screen, having started it (a
     plan change or arrears charge that failed): a notifier writing to the customer stays
-    silent, while webhooks still tell the merchant.
+    silent, while webhooks still tell the merchant. ``customer_only`` marks the reverse: a
+    notice for the customer that no Dodo event type names (a renewal reminder, a cancellation
+    scheduled), which webhooks never carry.
     """
 
     id: str
@@ -90,6 +92,7 @@ class Notification:
     customer_id: str | None = None
     secrets: dict = field(default_factory=dict)
     told_on_screen: bool = False
+    customer_only: bool = False
 
 
 class PaymentProvider(Protocol):

@@ -194,7 +194,7 @@ class Business(BaseModel):
     logo = pw.TextField(null=True)  # a data: URI, so rendering never fetches anything
     brand_color = pw.CharField(default="#4f46e5")
     default_return_url = pw.CharField(null=True)
-    settings = JSONField(default=dict)  # what customers may do in the portal
+    settings = JSONField(default=dict)  # portal and subscription settings (core.billing reads them)
 
     class Meta:
         id_prefix = "bus"
@@ -408,6 +408,9 @@ class Subscription(BaseModel):
     cancellation_feedback = pw.CharField(null=True)
     cancellation_comment = pw.TextField(null=True)
     scheduled_change = JSONField(null=True)  # a downgrade waiting for the next billing date
+    paused_at = UTCDateTimeField(null=True)  # set while paused
+    resume_at = UTCDateTimeField(null=True)  # while paused: when it resumes by itself, if asked
+    renewal_reminded_for = UTCDateTimeField(null=True)  # the renewal date last reminded of
     billing = JSONField(null=True)
     metadata = JSONField(default=dict)
     updated_at = UTCDateTimeField(default=utcnow)
@@ -699,6 +702,7 @@ class Event(BaseModel):
     data = JSONField()
     dispatched_at = UTCDateTimeField(null=True)
     told_on_screen = pw.BooleanField(default=False)  # the customer saw this outcome on screen
+    customer_only = pw.BooleanField(default=False)  # a notice for the customer: no webhook
 
     class Meta:
         id_prefix = "evt"
@@ -711,7 +715,8 @@ class Event(BaseModel):
 
         return Notification(id=self.id, type=self.type, business_id=self.business_id,
                             mode=self.mode, data=self.data, created_at=self.created_at,
-                            customer_id=self.customer_id, told_on_screen=self.told_on_screen)
+                            customer_id=self.customer_id, told_on_screen=self.told_on_screen,
+                            customer_only=self.customer_only)
 
 
 class Delivery(BaseModel):

@@ -75,7 +75,7 @@ def subscription(sub: Subscription) -> dict:
         "scheduled_change": scheduled_change(sub), "metadata": metadata(sub.metadata),
         "created_at": iso(sub.created_at), "on_demand": False, "meters": [],
         "credit_entitlement_cart": [], "meter_credit_entitlement_cart": [], "discounts": [],
-        "tax_id": sub.customer.tax_id, "customer_business_name": None, "paused_at": None,
+        "tax_id": sub.customer.tax_id, "customer_business_name": None, "paused_at": iso(sub.paused_at),
         "trial_amount": None, "discount_id": None, "discount_cycles_remaining": None,
         "custom_field_responses": None,
     }

@@ -11,7 +11,7 @@ from peewee import prefetch
 from core import billing
 from core.models import Payment, PaymentMethod, Product, Subscription, db, utcnow
 
-CURRENT = ("pending", "active", "on_hold")  # subscriptions that will be charged again
+CURRENT = ("pending", "active", "on_hold", "paused")  # subscriptions that will be charged again
 
 
 class MethodRefused(billing.BillingError):

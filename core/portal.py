@@ -12,6 +12,7 @@ much history the customer has.
 """
 
 import json
+from datetime import UTC, datetime, time
 from functools import wraps
 
 import phonenumbers
@@ -31,7 +32,7 @@ from flask_babel import lazy_gettext, refresh
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from peewee import JOIN, fn, prefetch
-from wtforms import EmailField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import DateField, EmailField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import (
     Email,
     InputRequired,
@@ -63,6 +64,7 @@ from core.models import (
     Product,
     Refund,
     Subscription,
+    utcnow,
 )
 from core.money import format_money
 from core.plugins import MissingPlugin, registry
@@ -72,7 +74,7 @@ bp = Blueprint("portal", __name__, url_prefix="/portal")
 
 PAGE_SIZE = 20
 RECENT = 5
-CURRENT = ("active", "on_hold", "pending")
+CURRENT = ("active", "on_hold", "paused", "pending")
 FEEDBACK = {
     "too_expensive": lazy_gettext("It is too expensive"),
     "missing_features": lazy_gettext("Features I need are missing"),
@@ -93,6 +95,8 @@ REFUSALS = {  # BillingError codes a customer can meet here
         "A payment for this subscription is in progress: try again in a moment."),
     "NO_ELIGIBLE_PAYMENT_METHODS": lazy_gettext("Choose one of your payment methods."),
     "PRODUCT_IS_DELETED": lazy_gettext("This plan is no longer sold."),
+    "CANCELLATION_SCHEDULED": lazy_gettext(
+        "This subscription ends at its next billing date: keep it before pausing it."),
 }
 
 
@@ -241,6 +245,7 @@ LISTED = (Payment.id, Payment.created_at, Payment.customer, Payment.subscription
           Payment.period_start, Payment.period_end)  # what a list of payments shows
 LISTED_SUBSCRIPTION = (Subscription.id, Subscription.product, Subscription.status,
                        Subscription.next_billing_date, Subscription.cancel_at_next_billing_date,
+                       Subscription.resume_at,
                        Subscription.cancelled_at, Subscription.expires_at)  # … of subscriptions
 
 
@@ -372,7 +377,8 @@ def subscription(customer, subscription_id):
                   renewal_tax=period["tax"], next_charge=billing.next_charge(sub) if renews else None,
                   price_change=sub.price_change if renews and not sub.scheduled_change else None,
                   unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
-                  cancellable=policy["enabled"] and bool(cancel_whens(sub, policy)))
+                  cancellable=policy["enabled"] and bool(cancel_whens(sub, policy)),
+                  may_pause=billing.customers_may_pause(sub.business))
 
 
 def unpaid_renewal(sub) -> Payment | None:
@@ -415,7 +421,7 @@ class CancelForm(FlaskForm):
 def cancel(customer, subscription_id):
     """Confirm what cancelling does and when, then cancel (now, or at the next billing date)."""
     sub = own_subscription(customer, subscription_id)
-    if sub.status not in ("active", "on_hold"):
+    if sub.status not in ("active", "on_hold", "paused"):
         flash(_("This subscription is already %(status)s.", status=status_label(sub.status)))
         return back_to(sub)
     policy = settings()["cancellation"]
@@ -471,6 +477,66 @@ def undo_cancel(customer, subscription_id):
         flash(_("Your subscription continues. It renews on %(date)s.",
                 date=format_day(sub.next_billing_date)))
     return back_to(sub)
+
+
+def tomorrow_or_later(form, field):
+    """A day after today (UTC)."""
+    if field.data is not None and field.data <= utcnow().date():
+        raise ValidationError(_("Choose a date after today."))
+
+
+class PauseForm(FlaskForm):
+    """Pause, until a date or until the customer resumes."""
+
+    resume_on = DateField(
+        lazy_gettext("Resume on (optional)"), validators=[Optional(), tomorrow_or_later],
+        description=lazy_gettext("Leave it empty to resume it yourself, whenever you like."))
+
+
+def pausable(customer, subscription_id) -> Subscription:
+    """The customer's subscription, where the business lets customers pause (else 404)."""
+    sub = own_subscription(customer, subscription_id)
+    if not billing.customers_may_pause(sub.business):
+        abort(404)
+    return sub
+
+
+@bp.route("/subscriptions/<subscription_id>/pause", methods=["GET", "POST"])
+@portal_page
+def pause(customer, subscription_id):
+    """Say what pausing does (no charge, the paid time left kept), then pause, until a date
+    or until the customer resumes."""
+    sub = pausable(customer, subscription_id)
+    if sub.status != "active":
+        flash(_("Only an active subscription can be paused."), "error")
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    form = PauseForm()
+    if form.validate_on_submit():
+        resume_at = (datetime.combine(form.resume_on.data, time(), tzinfo=UTC)
+                     if form.resume_on.data else None)
+        try:
+            billing.pause(sub, resume_at=resume_at)
+        except billing.BillingError as error:
+            flash(refusal(error), "error")
+        else:
+            flash(_("Your subscription is paused. You will not be charged while it is paused."))
+        return redirect(url_for(".subscription", subscription_id=sub.id), 303)
+    return render("portal/pause.html", sub=sub, form=form), 400 if form.errors else 200
+
+
+@bp.post("/subscriptions/<subscription_id>/resume")
+@portal_page
+def resume(customer, subscription_id):
+    """Resume a paused subscription: billing restarts with the paid time it had left."""
+    sub = pausable(customer, subscription_id)
+    try:
+        sub = billing.resume(sub)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+    else:
+        flash(_("Your subscription is active again. It renews on %(date)s.",
+                date=format_day(sub.next_billing_date)))
+    return redirect(url_for(".subscription", subscription_id=sub.id), 303)
 
 
 class QuantityForm(FlaskForm):
@@ -989,7 +1055,7 @@ def format_day(value) -> str:
 
 
 STATUS = {
-    "active": lazy_gettext("Active"), "on_hold": lazy_gettext("On hold"),
+    "active": lazy_gettext("Active"), "on_hold": lazy_gettext("On hold"), "paused": lazy_gettext("Paused"),
     "pending": lazy_gettext("Pending"), "cancelled": lazy_gettext("Cancelled"),
     "expired": lazy_gettext("Expired"), "failed": lazy_gettext("Failed"),
     "succeeded": lazy_gettext("Paid"), "processing": lazy_gettext("Processing"),

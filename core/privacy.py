@@ -39,7 +39,7 @@ from core.models import (
 log = logging.getLogger("portico.privacy")
 
 EXPORT_FORMAT = "portico.customer-export/1"
-ACTIVE = ("pending", "active", "on_hold")
+ACTIVE = ("pending", "active", "on_hold", "paused")
 # Fields never exported: credentials, not facts about the person (invoice PDFs live apart).
 WITHHELD = {PaymentMethod: {"provider_token"}, PortalToken: {"token_hash"}}
 

@@ -53,7 +53,10 @@ DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCE
 @hookimpl
 def notify(notification, app):
     """Queue the first attempt of a recorded event to each enabled endpoint of its business and
-    mode that wants its type; a message that is not a stored event (a sign-in link) is ignored."""
+    mode that wants its type; a message that is not a stored event (a sign-in link) or is for
+    the customer alone (``customer_only``: a renewal reminder) is ignored."""
+    if notification.customer_only:
+        return None
     event = Event.get_or_none((Event.id == notification.id)
                               & (Event.business == notification.business_id)
                               & (Event.mode == notification.mode))

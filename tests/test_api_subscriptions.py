@@ -154,12 +154,6 @@ def test_cancelling_twice_is_a_conflict_the_sdk_does_not_retry(api, customer, pr
     assert again.json["code"] == "INVALID_SUBSCRIPTION_TRANSITION"
 
 
-def test_pausing_is_refused(api, customer, product):
-    sub_id = subscribe(api, customer, product).json["subscription_id"]
-    answer = api.patch(f"/subscriptions/{sub_id}", {"status": "paused"})
-    assert answer.status_code == 422 and Subscription.get_by_id(sub_id).status == "active"
-
-
 def test_billing_address_and_metadata_are_replaced_and_announced(api, customer, product, heard):
     sub_id = subscribe(api, customer, product).json["subscription_id"]
     updated = api.patch(f"/subscriptions/{sub_id}", {"billing": {"country": "DE"},

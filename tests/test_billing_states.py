@@ -3,7 +3,8 @@
 Whatever customers, merchants, the clock and the provider do, in any order: statuses only
 move along the documented graph, every succeeded payment has exactly one invoice and every
 invoice a succeeded payment, the money invoiced equals the money the provider charged, an
-active subscription owes nothing, and a cancelled one is never charged again.
+active subscription owes nothing, a paused one has no charge in flight and is not charged
+while paused, and a cancelled one is never charged again.
 """
 
 import os
@@ -46,6 +47,7 @@ def test_no_sequence_of_actions_breaks_the_billing_invariants(app, save_card, re
                           for name, price in (("Basic", 999), ("Pro", 1500))]
             self.statuses = {}
             self.charged_when_cancelled = {}
+            self.charged_when_paused = {}
 
         def at(self, delta=timedelta(0)):
             self.now += delta
@@ -113,6 +115,27 @@ def test_no_sequence_of_actions_breaks_the_billing_invariants(app, save_card, re
             if sub.status == "active" and sub.product_id != self.plans[plan].id:
                 with self.at(timedelta(hours=1)):
                     billing.change_plan(sub, self.plans[plan])
+
+        @rule(sub_id=subscriptions, resume_later=st.booleans())
+        def pause_or_resume(self, sub_id, resume_later):
+            sub = Subscription.get_by_id(sub_id)
+            with self.at(timedelta(minutes=1)):
+                try:
+                    if sub.status == "paused":
+                        billing.resume(sub)
+                    elif sub.status == "active":
+                        billing.pause(sub, resume_at=self.now + timedelta(days=20) if resume_later
+                                      else None)
+                except billing.BillingError as refused:  # a charge in flight, or a scheduled end
+                    assert refused.code in ("PREVIOUS_PAYMENT_PENDING", "CANCELLATION_SCHEDULED")
+
+        @invariant()
+        def a_paused_subscription_is_never_charged(self):
+            for sub in Subscription.select().where(Subscription.status == "paused"):
+                charged = Payment.select().where(Payment.subscription == sub)
+                assert not charged.where(Payment.status.in_(billing.OPEN)).exists()
+                paid = charged.where(Payment.status == "succeeded").count()
+                assert self.charged_when_paused.setdefault((sub.id, sub.paused_at), paid) == paid
 
         @invariant()
         def statuses_follow_the_graph(self):

@@ -215,8 +215,10 @@ EMAIL_TYPES = sorted(path.stem.replace("_", ".", 1) for path in
 def test_every_email_template_is_checked_for_hostile_values():
     assert EMAIL_TYPES == ["customer.email_change", "customer.email_changed",
                            "customer.sign_in_link", "payment.failed", "payment.succeeded",
-                           "refund.succeeded", "subscription.active", "subscription.cancelled",
-                           "subscription.price_change_scheduled"]
+                           "refund.succeeded", "subscription.active",
+                           "subscription.cancellation_scheduled", "subscription.cancelled",
+                           "subscription.paused", "subscription.price_change_scheduled",
+                           "subscription.renewal_reminder", "subscription.unpaused"]
 
 
 @pytest.mark.parametrize("type_", EMAIL_TYPES)
@@ -228,7 +230,8 @@ def test_every_html_email_escapes_hostile_values_in_every_field(app, business, c
     Customer.update(name=HOSTILE).where(Customer.id == customer.id).execute()
     data = {**SUBSCRIPTION, **payment(1500, "EUR"), "product_name": HOSTILE,
             "error_message": HOSTILE, "payment_id": HOSTILE, "subscription_id": HOSTILE,
-            "amount": 500, "reason": HOSTILE,
+            "amount": 500, "reason": HOSTILE, "renewal_amount": 1800,
+            "resume_at": "2025-04-01T00:00:00Z" if cancelling else None,
             "status": "active" if cancelling else "cancelled", "cancel_at_next_billing_date": cancelling,
             "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"],
             "price_change": {"effective_at": "2025-03-01T00:00:00Z", "amount": 2400,

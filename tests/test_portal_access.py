@@ -85,14 +85,16 @@ def records(customer, product, payments=1, keys=1) -> dict:
 @pytest.fixture
 def worlds(business, customer, product):
     """Ann's records, and those of Bob (same business and mode), Dana (same business, live
-    mode) and Zed (another business); ``product_id`` is a plan each may change to."""
+    mode) and Zed (another business); ``product_id`` is a plan each may change to. Both
+    businesses let their customers pause, so that every portal page is there."""
+    Business.update(settings={"customers_may_pause": True}).execute()
     ann = records(customer, product)
     ann["product_id"] = plan(business, "test", "Team", 4500).id
     bob = records(Customer.create(business=business, mode="test", email="bob@example.com"), product)
     live_plan = plan(business, "live")
     dana = records(Customer.create(business=business, mode="live", email="ann@example.com"), live_plan)
     dana["product_id"] = plan(business, "live", "Team", 4500).id
-    other = Business.create(name="Other Shop")
+    other = Business.create(name="Other Shop", settings={"customers_may_pause": True})
     zed = records(Customer.create(business=other, mode="test", email="ann@example.com"),
                   plan(other, "test"))
     zed["product_id"] = plan(other, "test", "Team", 4500).id

@@ -584,11 +584,21 @@ class SubscriptionCreate(In):
     tax_id: TaxId | None = Field(None, description="Kept as the customer's tax ID when they have none.")
 
 
+BodyTime = Annotated[datetime, BeforeValidator(_query_time)]
+
+
 class SubscriptionUpdate(In):
     """Only the fields sent change. ``status: cancelled`` cancels now (at the next billing
-    date with ``cancel_at_next_billing_date: true``); that flag alone schedules or revokes."""
+    date with ``cancel_at_next_billing_date: true``); that flag alone schedules or revokes.
+    ``status: paused`` pauses an active subscription and ``status: active`` resumes a paused
+    one: either is sent alone (422 otherwise)."""
 
-    status: Literal["cancelled"] = None
+    status: Literal["cancelled", "paused", "active"] = None
+    next_billing_date: BodyTime | None = Field(
+        None, description="Move the next renewal, earlier (down to now) or later (up to the end "
+                          "of the term); never in the past. A missing offset reads as UTC.")
+    pause: Any = Field(None, description="Removed, as in Dodo's API: always 422. Send "
+                                         "status: paused to pause, status: active to resume.")
     cancel_at_next_billing_date: StrictBool = None
     cancellation_feedback: CancellationFeedback | None = None
     cancellation_comment: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None

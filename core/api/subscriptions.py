@@ -11,6 +11,7 @@ from core import billing, payloads, payment_methods
 from core.api import schemas
 from core.api.customers import billing_details
 from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.jobs import transaction
 from core.models import Addon, Customer, PaymentMethod, Product, ProductAddon, Subscription, db
 from core.plugins import MissingPlugin, registry
 
@@ -140,9 +141,24 @@ def list_subscriptions(query: schemas.SubscriptionListQuery):
 def update_subscription(subscription_id: str, body: schemas.SubscriptionUpdate):
     """Cancel now (``status: cancelled``), at the next billing date
     (``cancel_at_next_billing_date: true``, revoked with ``false``), with optional feedback;
-    and/or replace the billing address or metadata. Only the fields sent change."""
+    pause (``status: paused``) or resume (``status: active``), each sent alone; move the next
+    billing date (``next_billing_date``: never in the past; an earlier date makes the renewal
+    due then); and/or replace the billing address or metadata. Only the fields sent change."""
     sub = scoped(Subscription, subscription_id, "subscription")
     sent = body.model_fields_set
+    if "pause" in sent:
+        raise ApiError(422, "INVALID_REQUEST_BODY", "pause is removed: send status: paused to "
+                       "pause and status: active to resume, alone.")
+    if body.status in ("paused", "active"):
+        others = sorted(sent - {"status"})
+        if others:
+            raise ApiError(422, "INVALID_REQUEST_BODY", f"status: {body.status} is sent alone, "
+                           f"without {', '.join(others)}.")
+        (billing.pause if body.status == "paused" else billing.resume)(sub)
+        return _show(sub)
+    if "next_billing_date" in sent and body.next_billing_date is None:
+        raise ApiError(422, "INVALID_REQUEST_BODY", "next_billing_date: a subscription always "
+                       "has one; send a date and time.")
     at_next = body.cancel_at_next_billing_date is True
     cancelling = "status" in sent or at_next
     details = {"feedback": body.cancellation_feedback, "comment": body.cancellation_comment}
@@ -150,14 +166,17 @@ def update_subscription(subscription_id: str, body: schemas.SubscriptionUpdate):
         raise ApiError(409, "SUBSCRIPTION_NOT_CANCELLING",
                        "Cancellation feedback goes with a cancellation: send status: cancelled or "
                        "cancel_at_next_billing_date: true with it.")
-    if cancelling and not (at_next and sub.cancel_at_next_billing_date and not any(details.values())):
-        actor = {"actor_type": "api_key", "email": None, "name": g.api_key.name or g.api_key.prefix}
-        billing.cancel(sub, at_next_billing_date=at_next, actor=actor, **details)
-    elif body.cancel_at_next_billing_date is False and sub.cancel_at_next_billing_date:
-        billing.undo_cancel(sub)
-    if "billing" in sent or "metadata" in sent:
-        billing.update_details(sub, billing=body.billing.model_dump() if body.billing else None,
-                               metadata=(body.metadata or {}) if "metadata" in sent else None)
+    with transaction():  # all the changes asked for, or none
+        if "next_billing_date" in sent:
+            billing.move_next_billing_date(sub, body.next_billing_date)
+        if cancelling and not (at_next and sub.cancel_at_next_billing_date and not any(details.values())):
+            actor = {"actor_type": "api_key", "email": None, "name": g.api_key.name or g.api_key.prefix}
+            billing.cancel(sub, at_next_billing_date=at_next, actor=actor, **details)
+        elif body.cancel_at_next_billing_date is False and sub.cancel_at_next_billing_date:
+            billing.undo_cancel(sub)
+        if "billing" in sent or "metadata" in sent:
+            billing.update_details(sub, billing=body.billing.model_dump() if body.billing else None,
+                                   metadata=(body.metadata or {}) if "metadata" in sent else None)
     return _show(sub)
 
 

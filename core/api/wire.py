@@ -79,7 +79,7 @@ def not_found(what: str = "resource"):
 
 REFUSAL_STATUS = {"NOT_FOUND": 404, "LICENSE_KEY_NOT_FOUND": 404, "INACTIVE_LICENSE_KEY": 403,
                   "LICENSE_KEY_LIMIT_REACHED": 422, "REFUND_AMOUNT_INVALID": 422,
-                  "PAYMENT_NOT_SUCCEEDED": 422}
+                  "PAYMENT_NOT_SUCCEEDED": 422, "INVALID_NEXT_BILLING_DATE": 422}
 
 
 @bp.errorhandler(BillingError)
