@@ -21,7 +21,7 @@ from dateutil.relativedelta import relativedelta
 from flask import current_app
 from peewee import JOIN, fn
 
-from core import payloads
+from core import idempotency, payloads
 from core.events import emit, redispatch
 from core.hookspecs import ChargeResult, RefundResult
 from core.jobs import enqueue, later, queue, transaction
@@ -883,7 +883,8 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), charges whose wait is over (``expire_charge``),
     refunds without an answer, paused subscriptions whose resume date has come, renewal
-    reminders, and events whose deliveries were never queued.
+    reminders, and events whose deliveries were never queued; delete the API's idempotency
+    keys past their 24 hours.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
     from core.plugins import registry
@@ -929,6 +930,7 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
                 job_id=f"remind-{subscription_id}-{stamp}-{slot}", unique=True)
         counts["reminders"] += 1
     counts["events"] = redispatch(now)
+    counts["idempotency_keys"] = idempotency.sweep(now)
     app = current_app._get_current_object()
     for _plugin, owed in registry().call_each("sweep", app=app, now=now):
         counts.update(owed or {})

@@ -741,6 +741,24 @@ class Delivery(BaseModel):
                    (("event", "endpoint", "attempt"), True), (("next_attempt_at",), False))
 
 
+class IdempotencyKey(BaseModel):
+    """A merchant API request sent with an ``Idempotency-Key``, claimed before its work runs and
+    holding its answer once given, so a retry with that key replays the answer instead of doing
+    the work again (see ``core.idempotency``). One per business, mode and key."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    key = pw.CharField(max_length=255)
+    fingerprint = pw.CharField(max_length=64)  # SHA-256 of the method, path and body
+    response_status = pw.IntegerField(null=True)  # null while the first request runs
+    response_body = pw.TextField(null=True)
+    expires_at = UTCDateTimeField()
+
+    class Meta:
+        id_prefix = "idk"
+        indexes = ((("business", "mode", "key"), True), (("expires_at",), False))
+
+
 def newest_first(model, *scope, name: str):
     """An index on ``scope`` then ``created_at DESC, id DESC``: the order every paginated list
     shows, so a page (by keyset or by page number) is read from the index, however long the
@@ -756,7 +774,7 @@ newest_first(Customer, Customer.business, Customer.mode, name="customer_business
 MODELS = [Business, PortalConfiguration, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon,
           PaymentMethod, Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence,
           Refund, LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
-          WebhookEndpoint, Event, Delivery]
+          WebhookEndpoint, Event, Delivery, IdempotencyKey]
 
 
 def _migration_runners(app):

@@ -172,7 +172,7 @@ def _flow_of(body: schemas.PortalSessionBody):
 
 @route("POST", "/customers/{customer_id}/customer-portal/session", tag=TAG,
        query=schemas.PortalSessionQuery, body=schemas.PortalSessionBody,
-       response=schemas.PortalSession, errors=(409,))
+       response=schemas.PortalSession, errors=(409,), idempotent=False)
 def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery,
                             body: schemas.PortalSessionBody):
     """Create a portal session link for a customer: ``{"link": ...}``. The link signs the
@@ -183,7 +183,8 @@ def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery,
     its plan, confirm a given plan change, update the profile) and says where the customer
     goes once it is done: a confirmation page, a redirect (checked like ``return_url``) or the
     portal's home. A flow the business has switched off is refused (409
-    ``PORTAL_FEATURE_DISABLED``)."""
+    ``PORTAL_FEATURE_DISABLED``). An ``Idempotency-Key`` is not honoured here: the answer is a
+    secret link Portico never keeps, so each call makes another link (each one works once)."""
     customer = scoped(Customer, customer_id, "customer")
     return_url = query.return_url or None
     if return_url and g.mode == "live" and not return_url.startswith("https://"):

@@ -13,8 +13,13 @@ from core.api.wire import ROUTES, Route
 
 REF = "#/components/schemas/{model}"
 ERROR_HEADERS = {
-    409: {"x-should-retry": {"description": "Always false: repeating the call cannot succeed.",
-                             "schema": {"type": "string", "enum": ["false"]}}},
+    409: {"x-should-retry": {"description": "false: repeating the call cannot succeed; true only "
+                                            "for IDEMPOTENCY_KEY_IN_USE, which Retry-After "
+                                            "then comes with.",
+                             "schema": {"type": "string", "enum": ["false", "true"]}},
+          "Retry-After": {"description": "Seconds to wait before sending the request again "
+                                         "(IDEMPOTENCY_KEY_IN_USE).",
+                          "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
     429: {"Retry-After": {"description": "Seconds to wait before calling again.",
                           "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
     401: {"WWW-Authenticate": {"description": "How to authenticate.", "schema": {"type": "string"}}},
@@ -37,10 +42,28 @@ class _Components:
         return found
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Makes the call safe to retry: the same call (method, path and body) with the "
+                   "same key within 24 hours, in this business and mode, is done once and its "
+                   "first answer replayed, status and body, with `Idempotent-Replayed: true`. "
+                   "Another call with a key already used is refused (422 IDEMPOTENCY_KEY_REUSED); "
+                   "one sent while the first still runs gets 409 IDEMPOTENCY_KEY_IN_USE, to retry. "
+                   "A call refused with a 4xx frees its key. With the dodopayments SDK: "
+                   "extra_headers={\"Idempotency-Key\": key}.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": schemas.IDEMPOTENCY},
+}
+REPLAYED = {"Idempotent-Replayed": {"description": "true when this is the kept answer of an "
+                                                  "earlier call with the same Idempotency-Key.",
+                                   "schema": {"type": "string", "enum": ["true"]}}}
+
+
 def _parameters(spec: Route, components: _Components) -> list[dict]:
     parameters = [{"name": name, "in": "path", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
                   for name in spec.path_params]
+    if spec.idempotent:
+        parameters.append(IDEMPOTENCY_KEY)
     if spec.query is not None:
         schema = spec.query.model_json_schema(ref_template=REF)
         components.schemas.update(schema.pop("$defs", {}))
@@ -59,6 +82,8 @@ def _success(spec: Route, components: _Components) -> dict:
         answer["content"] = {spec.media_type: {"schema": components.schema(spec.response)}}
     else:
         answer["description"] += ": done, with an empty body"
+    if spec.idempotent:
+        answer["headers"] = REPLAYED
     return answer
 
 

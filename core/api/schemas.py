@@ -46,6 +46,8 @@ NO_NUL = r"^[^\x00]*$"
 E164 = r"^\+[1-9][0-9]{6,14}$"
 URL = r"^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,5})?(/[!-~]*)?$"
 ITERATOR = r"^(next|prev):[A-Za-z0-9_]{1,64}$"
+IDEMPOTENCY_KEY_CHARS = r"[!-~]{1,255}"  # 1 to 255 visible ASCII characters, such as a UUID
+IDEMPOTENCY = f"^{IDEMPOTENCY_KEY_CHARS}$"
 
 # What a value failing each pattern should have been, in words
 PATTERN_MESSAGES = {
@@ -55,6 +57,7 @@ PATTERN_MESSAGES = {
     E164: "must be a phone number in E.164 form, such as +15555550100",
     URL: "must be an absolute http:// or https:// URL",
     ITERATOR: "must be an iterator this API gave",
+    IDEMPOTENCY: "must be 1 to 255 visible ASCII characters, such as a UUID",
 }
 
 
@@ -72,6 +75,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=VI
                  AfterValidator(_strip)]
 Text = Annotated[str, StringConstraints(max_length=5000, pattern=NO_NUL)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SINGLE_LINE)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=IDEMPOTENCY)]
 def _whole(value):
     """JSON has one number type: 12.0 is the integer 12, as JSON Schema reads it."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -1010,6 +1014,9 @@ class WebhookCreate(In):
     disabled: bool | None = None
     filter_types: EventTypes | None = Field(None, description="Only these events; empty: every event.")
     metadata: StringMetadata | None = None
+    idempotency_key: IdempotencyKey | None = Field(
+        None, description="Dodo's field for the request's idempotency key: the same as the "
+                          "Idempotency-Key header (send either, or the same in both).")
 
 
 class WebhookUpdate(In):

@@ -17,11 +17,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from core import auth
-from core.api.schemas import PATTERN_MESSAGES
+from core import auth, idempotency
+from core.api.schemas import IDEMPOTENCY_KEY_CHARS, PATTERN_MESSAGES
 from core.billing import BillingError
 from core.models import ApiKey, utcnow
 from core.web import csrf
@@ -37,16 +37,18 @@ MAX_BODY = 256 * 1024
 
 
 class ApiError(HTTPException):
-    """An API answer other than success: its status, a stable ``code`` and a readable message."""
+    """An API answer other than success: its status, a stable ``code``, a readable message and
+    any ``headers`` it needs beyond the usual ones."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(description=message)
-        self.code, self.error_code = status, code
+        self.code, self.error_code, self.extra_headers = status, code, headers or {}
 
 
 def error_response(error: HTTPException):
     """The JSON body of an error: ``{"code", "message"}``, never a traceback. A 409 says
-    ``x-should-retry: false`` (the SDK would retry it otherwise); a 429 says when to retry."""
+    ``x-should-retry: false`` (the SDK would retry it otherwise), unless the error says
+    otherwise; a 429 says when to retry."""
     status = error.code or 500
     code = getattr(error, "error_code", None) or CODES.get(status, "ERROR")
     retry_after = auth.retry_after() if status == 429 else None
@@ -68,6 +70,7 @@ def error_response(error: HTTPException):
         response.headers["x-should-retry"] = "false"
     if status == 429:
         response.headers["Retry-After"] = str(retry_after or 1)
+    response.headers.update(getattr(error, "extra_headers", {}))
     return response
 
 
@@ -220,6 +223,7 @@ class Route:
     public: bool = False
     media_type: str = "application/json"
     deprecated: bool = False
+    idempotent: bool = False  # honours an Idempotency-Key
 
     @property
     def operation_id(self) -> str:
@@ -243,6 +247,8 @@ class Route:
             statuses.add(400)
         if self.body:
             statuses |= {413, 422}
+        if self.idempotent:
+            statuses |= {400, 409, 422}
         if self.path_params:
             statuses.add(404)
         return sorted(statuses)
@@ -257,14 +263,17 @@ ROUTES: list[Route] = []
 
 def route(method: str, path: str, *, tag: str, response=None, status: int = 200, query=None,
           body=None, errors=(), public: bool = False, media_type: str = "application/json",
-          deprecated: bool = False):
+          deprecated: bool = False, idempotent: bool | None = None):
     """Declare an operation and register its view. The view gets the path parameters, plus
     ``query`` and ``body`` as validated models, and returns the JSON answer (a dict), a
-    ready ``Response`` (a PDF), or ``None`` for an empty one."""
+    ready ``Response`` (a PDF), or ``None`` for an empty one. Every ``POST`` with an API key
+    honours an ``Idempotency-Key`` (see ``idempotently``) unless ``idempotent=False``."""
+    if idempotent is None:
+        idempotent = method == "POST" and not public
 
     def register(view):
         spec = Route(method, path, view, tag, response, status, query, body, tuple(errors), public,
-                     media_type, deprecated)
+                     media_type, deprecated, idempotent)
         ROUTES.append(spec)
 
         def endpoint(**params):
@@ -275,6 +284,8 @@ def route(method: str, path: str, *, tag: str, response=None, status: int = 200,
                 params["query"] = parse_query(query)
             if body is not None:
                 params["body"] = parse_body(body)
+            if idempotent:
+                return idempotently(params.get("body"), lambda: _answer(spec, view(**params)))
             return _answer(spec, view(**params))
 
         endpoint.__name__, endpoint.__doc__ = view.__name__, view.__doc__
@@ -300,6 +311,79 @@ def _answer(spec: Route, result):
         spec.adapter.validate_python(result)
     response = jsonify(result)
     response.status_code = spec.status
+    return response
+
+
+# --- Idempotency keys ------------------------------------------------------------------------------
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_CHARS)
+
+
+def _idempotency_key(body) -> str | None:
+    """The request's idempotency key: its ``Idempotency-Key`` header, or the body's
+    ``idempotency_key`` field where the operation has one (Dodo's, on webhook endpoints)."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    field = getattr(body, "idempotency_key", None)
+    if header is not None and not IDEMPOTENCY_KEY.fullmatch(header):
+        raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"The {IDEMPOTENCY_HEADER} header must be 1 "
+                       "to 255 visible ASCII characters, such as a UUID.")
+    if header is not None and field is not None and header != field:
+        raise ApiError(422, "INVALID_REQUEST_BODY", f"idempotency_key differs from the "
+                       f"{IDEMPOTENCY_HEADER} header: send one key, or the same in both.")
+    return header if header is not None else field
+
+
+def idempotently(body, work) -> Response:
+    """Answer with ``work()`` once per idempotency key (``core.idempotency``), else at once.
+
+    With a key, in the calling API key's business and mode: the first request claims it, does
+    the work and its answer is kept 24 hours; the same request again (same method, path and
+    body) gets that answer replayed, status and body, with ``Idempotent-Replayed: true``, and
+    nothing is done again. Another request with the key is refused (422
+    ``IDEMPOTENCY_KEY_REUSED``), and one that comes while the first still runs gets 409
+    ``IDEMPOTENCY_KEY_IN_USE`` (retry: ``x-should-retry: true``, ``Retry-After``). A request
+    refused with a 4xx changed nothing: its key is freed, so the corrected request may use
+    it. A server error is kept like an answer: the work may have been done."""
+    key = _idempotency_key(body)
+    if key is None:
+        return work()
+    sent = body.model_dump(mode="json", exclude_unset=True) if body is not None else None
+    digest = idempotency.fingerprint(request.method, request.path, sent)
+    record, claimed = idempotency.claim(g.business_id, g.mode, key, digest)
+    if not claimed:
+        return _replay(record, digest)
+    try:
+        response = work()
+    except Exception as error:
+        if isinstance(error, BillingError) or (isinstance(error, HTTPException)
+                                               and (error.code or 500) < 500):
+            idempotency.release(record)
+        else:
+            idempotency.remember(record, 500,
+                                 error_response(InternalServerError()).get_data(as_text=True))
+        raise
+    idempotency.remember(record, response.status_code, response.get_data(as_text=True))
+    return response
+
+
+def _replay(record, digest: str) -> Response:
+    """The answer to a request whose idempotency key was claimed before (see ``idempotently``)."""
+    if record.fingerprint != digest:
+        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
+                       f"This {IDEMPOTENCY_HEADER} was used in the last 24 hours for another "
+                       "request (another method, path or body): use a new key for a new request.")
+    if record.response_status is None:
+        raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE",
+                       f"A request with this {IDEMPOTENCY_HEADER} is still being processed: "
+                       "retry in a moment to get its answer.",
+                       headers={"x-should-retry": "true", "Retry-After": "1"})
+    response = Response(record.response_body, status=record.response_status)
+    if record.response_body:
+        response.mimetype = "application/json"
+    else:
+        del response.headers["Content-Type"]
+    response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
