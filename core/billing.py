@@ -21,7 +21,7 @@ from dateutil.relativedelta import relativedelta
 from flask import current_app
 from peewee import JOIN, fn
 
-from core import idempotency, payloads
+from core import idempotency, license_terms, payloads
 from core.events import emit, redispatch
 from core.hookspecs import ChargeResult, RefundResult
 from core.jobs import enqueue, later, queue, transaction
@@ -238,8 +238,10 @@ def period_label(name: str, start: datetime, end: datetime) -> str:
 
 
 def _emit_subscription(type: str, sub: Subscription, **extra):
-    """A ``subscription.*`` event: Dodo's payload, plus ``resume_at`` while paused (the
-    resume date asked for, if any)."""
+    """A ``subscription.*`` event: every change of a subscription is told here, and its
+    license keys follow it here (``core.license_terms``), in its transaction. Dodo's payload,
+    plus ``resume_at`` while paused (the resume date asked for, if any)."""
+    license_terms.follow_subscription(sub)
     paused = {"resume_at": payloads.iso(sub.resume_at)} if sub.status == "paused" else {}
     data = {**payloads.subscription(sub), "past_due_ends_at": None, "payment_id": None,
             "payload_type": "Subscription", **paused, **extra}
@@ -656,7 +658,9 @@ def _issue_license_key(payment: Payment):
     if product is None or not product.license_key_enabled:
         return None
     expires_at = None
-    if product.license_key_duration_count and product.license_key_duration_interval:
+    if payment.subscription_id is not None:  # valid while the subscription is paid
+        expires_at = license_terms.paid_until(payment.subscription)
+    elif product.license_key_duration_count and product.license_key_duration_interval:
         expires_at = add_interval(utcnow(), product.license_key_duration_interval,
                                   product.license_key_duration_count)
     key = registry().license_source(product.license_source).issue(

@@ -133,7 +133,10 @@ class PaymentProvider(Protocol):
 
 
 class LicenseSource(Protocol):
-    """A source of license keys, as returned by ``register_license_sources``."""
+    """A source of license keys, as returned by ``register_license_sources``. A key issued
+    with a subscription follows it (``core.license_terms``): the core moves the record's
+    ``expires_at`` and ``status`` with every change of the subscription, and refuses the key
+    itself once the subscription no longer pays for it, before asking ``validate``."""
 
     name: str
 

@@ -1,22 +1,39 @@
 """License key activations: a key is activated on a machine (an instance) up to its limit.
 
-The license source named on the key decides whether it may be used (active, not expired,
-not revoked); this module keeps count of instances under a row lock, so two activations at
-once never exceed the limit.
+A key issued with a subscription may be used while the subscription pays for it
+(``core.license_terms``); then the license source named on the key decides whether it may be
+used (active, not expired, not revoked). This module keeps count of instances under a row
+lock, so two activations at once never exceed the limit.
 """
 
 from core.billing import BillingError
 from core.jobs import transaction
-from core.models import LicenseKey, LicenseKeyInstance, for_update
+from core.license_terms import follow_subscription, paid_until
+from core.models import LicenseKey, LicenseKeyInstance, Subscription, for_update, utcnow
 
 
 class LicenseError(BillingError):
     """A refused license action; ``code`` is Dodo's (``LICENSE_KEY_NOT_FOUND``, …)."""
 
 
+def status_now(key: LicenseKey) -> str:
+    """An enabled key's status by its expiry (set to its subscription's ``paid_until`` first,
+    for a subscription's key): ``expired`` once past it, else ``active``."""
+    if key.subscription_id is not None:
+        key.expires_at = paid_until(Subscription.get_by_id(key.subscription_id))
+    return "expired" if key.expires_at is not None and key.expires_at <= utcnow() else "active"
+
+
 def _check(key: LicenseKey):
+    """Refuse a key that may not be used now: its subscription no longer pays for it, or its
+    license source says so (disabled, expired, revoked)."""
     from core.plugins import registry
 
+    if key.subscription_id is not None and key.status != "disabled":
+        sub = Subscription.get_by_id(key.subscription_id)
+        if paid_until(sub) <= utcnow():
+            follow_subscription(sub)  # its record says so too
+            raise LicenseError("INACTIVE_LICENSE_KEY", "this license key is expired")
     check = registry().license_source(key.source).validate(license_key=key)
     if not check.valid:
         raise LicenseError("INACTIVE_LICENSE_KEY", f"this license key is {check.reason}")

@@ -80,6 +80,13 @@ def test_every_post_with_an_api_key_documents_its_idempotency_key(document):
     assert "Idempotency-Key header" in field["description"]
 
 
+def test_the_license_sections_state_that_a_subscriptions_key_follows_it(document):
+    tags = {tag["name"]: tag.get("description", "") for tag in document["tags"]}
+    for tag in ("License keys", "Licenses"):
+        assert "valid while the subscription is paid" in tags[tag], tag
+        assert "cancelling it at the next billing date ends the key at that date" in tags[tag], tag
+
+
 def test_the_invoice_is_documented_as_a_pdf(document):
     answer = document["paths"]["/invoices/payments/{payment_id}"]["get"]["responses"]["200"]
     assert answer["content"] == {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import time_machine
 from conftest import free_port
-from dodopayments import ConflictError, DodoPayments, NotFoundError, PermissionDeniedError
+from dodopayments import (
+    ConflictError,
+    DodoPayments,
+    NotFoundError,
+    PermissionDeniedError,
+    UnprocessableEntityError,
+)
 
 from core import auth, billing, payloads
 from core.models import Business, Subscription
@@ -368,3 +375,67 @@ def test_the_sdk_changes_plan_with_dodos_addons_and_effective_at(app, server):
     sub = c.subscriptions.retrieve(created.subscription_id)
     assert sub.scheduled_change.product_id == yearly.product_id and sub.scheduled_change.addons == []
     assert (sub.payment_frequency_interval, sub.recurring_pre_tax_amount) == ("Month", 3500)
+
+
+def test_the_sdk_sends_an_idempotency_key_and_a_retried_order_is_made_once(app, server, receiver):
+    """Through the SDK as Dodo's clients send one: ``extra_headers`` with the key (which the
+    SDK repeats on its own retries), and the webhook endpoint's ``idempotency_key`` field."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    p = c.products.create(name="Pro", tax_category="saas", price={
+        "type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+        "payment_frequency_interval": "Month", "subscription_period_count": 1,
+        "subscription_period_interval": "Year"})
+    cust = c.customers.create(email="dana@example.com", name="Dana")
+    order = {"billing": {"country": "FR"}, "customer": {"customer_id": cust.customer_id},
+             "product_id": p.product_id, "quantity": 1, "payment_method_id": "pm_card_visa"}
+    with pytest.deprecated_call():
+        first = c.subscriptions.create(**order, extra_headers={"Idempotency-Key": "order-A-17"})
+        again = c.subscriptions.create(**order, extra_headers={"Idempotency-Key": "order-A-17"})
+        with pytest.raises(UnprocessableEntityError) as reused:
+            c.subscriptions.create(**{**order, "quantity": 2},
+                                   extra_headers={"Idempotency-Key": "order-A-17"})
+    assert again.subscription_id == first.subscription_id and again.payment_id == first.payment_id
+    assert reused.value.body["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert [s.subscription_id for s in c.subscriptions.list(page_number=0).items] == [first.subscription_id]
+    assert len(c.payments.list(page_number=0).items) == 1
+    hooks = {c.webhooks.create(url=receiver.url, idempotency_key="hook-1").id for _ in range(2)}
+    assert len(hooks) == 1 and [w.id for w in c.webhooks.list()] == list(hooks)
+
+
+def test_a_subscriptions_license_key_follows_it_through_the_sdk(app, server):
+    """The key of a subscription whose product gives keys one day: valid after the renewal
+    moved its expiry on, refused once the subscription is cancelled."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    pub = DodoPayments(bearer_token="ignored", base_url=server + "/api", max_retries=0,
+                       _strict_response_validation=True)
+    p = c.products.create(name="Pro", tax_category="saas", price={
+        "type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+        "payment_frequency_interval": "Month", "subscription_period_count": 1,
+        "subscription_period_interval": "Year"}, license_key_enabled=True,
+        license_key_duration={"count": 1, "interval": "Day"})
+    cust = c.customers.create(email="erin@example.com", name="Erin")
+    with pytest.deprecated_call():
+        sub_id = c.subscriptions.create(billing={"country": "FR"}, customer={"customer_id": cust.customer_id},
+                                        product_id=p.product_id, quantity=1,
+                                        payment_method_id="pm_card_visa").subscription_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        lk = c.license_keys.list(customer_id=cust.customer_id, page_number=0).items[0]
+        sub = Subscription.get_by_id(sub_id)
+        with time_machine.travel(sub.next_billing_date, tick=False):
+            billing.sweep()  # the renewal, charged and paid
+        renewed = c.license_keys.retrieve(lk.id)
+        assert renewed.status == "active" and renewed.expires_at > lk.expires_at
+        assert renewed.expires_at > Subscription.get_by_id(sub_id).next_billing_date
+        assert pub.licenses.validate(license_key=lk.key).valid is True
+        assert pub.licenses.activate(license_key=lk.key, name="laptop").name == "laptop"
+
+        c.subscriptions.update(sub_id, status="cancelled")
+        assert pub.licenses.validate(license_key=lk.key).valid is False
+        with pytest.raises(PermissionDeniedError):
+            pub.licenses.activate(license_key=lk.key, name="desktop")
+        assert c.license_keys.retrieve(lk.id).status == "expired"

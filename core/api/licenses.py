@@ -8,19 +8,27 @@ from peewee import IntegrityError
 
 from core import licensing, payloads
 from core.api import schemas
-from core.api.wire import ApiError, filtered, owned, paginate, route, scoped
+from core.api.wire import TAG_DESCRIPTIONS, ApiError, filtered, owned, paginate, route, scoped
 from core.events import emit
 from core.jobs import transaction
-from core.models import Customer, LicenseKey, LicenseKeyInstance, Product, db, for_update, utcnow
+from core.models import Customer, LicenseKey, LicenseKeyInstance, Product, db, for_update
 
 TAG = "License keys"
 INSTANCES = "License key instances"
 PUBLIC = "Licenses"
-
-
-def _status(key: LicenseKey) -> str:
-    """An enabled key's status: expired once past its expiry, else active."""
-    return "expired" if key.expires_at is not None and key.expires_at <= utcnow() else "active"
+SUBSCRIPTION_KEYS = (
+    "A key issued with a subscription follows what pays for it: it is valid while the "
+    "subscription is paid. Its expires_at is the subscription's next billing date plus the time "
+    "its renewal may take to be charged (the charge wait window, 23 hours by default, and one "
+    "hour); each paid renewal moves it on, whatever the product's license_key_duration (which "
+    "sets the expiry of keys sold once). Cancelling the subscription now ends the key at once "
+    "(status expired), cancelling it at the next billing date ends the key at that date, and so "
+    "do a failed renewal (on hold) and the end of the subscription's term; paying the arrears of "
+    "a subscription on hold makes the key active again. The expiry of such a key cannot be set "
+    "(422 NO_EXPIRY_ON_SUBSCRIPTION_LICENSE_KEYS); disabling it holds through renewals.")
+TAG_DESCRIPTIONS[TAG] = "License keys, issued with purchases or imported. " + SUBSCRIPTION_KEYS
+TAG_DESCRIPTIONS[PUBLIC] = ("What a merchant's software calls with a key, without an API key: "
+                            "activate, validate, deactivate. " + SUBSCRIPTION_KEYS)
 
 
 @route("POST", "/license_keys", tag=TAG, body=schemas.LicenseKeyCreate, response=schemas.LicenseKey,
@@ -35,7 +43,7 @@ def create_license_key(body: schemas.LicenseKeyCreate):
             key = LicenseKey(business=g.business_id, mode=g.mode, customer=customer, product=product,
                              key=body.key, source=product.license_source, origin="import",
                              activations_limit=body.activations_limit, expires_at=body.expires_at)
-            key.status = _status(key)
+            key.status = licensing.status_now(key)
             with db.atomic():  # a savepoint, so a taken key leaves the transaction usable
                 key.save()
             emit("license_key.created", key.business_id, key.mode, customer.id,
@@ -57,9 +65,15 @@ def retrieve_license_key(id: str):
 def update_license_key(id: str, body: schemas.LicenseKeyUpdate):
     """Disable or enable a key, or change its activations limit (``null``: unlimited; never
     below its current instances) or expiry (``null``: none). Only the fields sent change. A
-    key its license source revoked stays disabled: enabling it is refused (409)."""
+    key its license source revoked stays disabled: enabling it is refused (409). A key issued
+    for a subscription follows it (valid while it is paid): its expiry cannot be set (422
+    ``NO_EXPIRY_ON_SUBSCRIPTION_LICENSE_KEYS``)."""
     found = scoped(LicenseKey, id, "license key")
     sent = body.model_fields_set
+    if "expires_at" in sent and found.subscription_id is not None:
+        raise ApiError(422, "NO_EXPIRY_ON_SUBSCRIPTION_LICENSE_KEYS",
+                       "This key was issued for a subscription and follows it: it is valid while "
+                       "the subscription is paid, and its expiry moves with each renewal.")
     with transaction():
         key = for_update(LicenseKey.select().where(LicenseKey.id == found.id)).get()
         if "activations_limit" in sent:
@@ -77,7 +91,7 @@ def update_license_key(id: str, body: schemas.LicenseKeyUpdate):
         if body.disabled is True:
             key.status = "disabled"  # the merchant's own switch: it can be turned back on
         elif body.disabled is False or (key.status != "disabled" and "expires_at" in sent):
-            key.status = _status(key)
+            key.status = licensing.status_now(key)
         key.save()
     return payloads.license_key(key)
 
@@ -145,7 +159,7 @@ def list_license_key_instances(query: schemas.InstanceListQuery):
        status=201, errors=(403, 404, 409), public=True)
 def activate_license(body: schemas.Activate):
     """Activate a key on an instance (201), within its activations limit (422 past it); 403
-    for a disabled or expired key."""
+    for a disabled or expired key, such as the key of a cancelled subscription."""
     instance = licensing.activate(body.license_key, body.name)
     key = LicenseKey.select(LicenseKey, Customer, Product).join(Customer).switch(LicenseKey) \
         .join(Product).where(LicenseKey.id == instance.license_key_id).get()
@@ -155,7 +169,8 @@ def activate_license(body: schemas.Activate):
 @route("POST", "/licenses/validate", tag=PUBLIC, body=schemas.Validate, response=schemas.Validity,
        public=True)
 def validate_license(body: schemas.Validate):
-    """Whether a key may be used now (and, given an instance, on that instance)."""
+    """Whether a key may be used now (and, given an instance, on that instance). A key issued
+    with a subscription validates while the subscription is paid (see the tag's rule)."""
     valid, _key = licensing.validate(body.license_key, body.license_key_instance_id)
     return {"valid": valid}
 

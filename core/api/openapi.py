@@ -9,7 +9,7 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.http import HTTP_STATUS_CODES
 
 from core.api import schemas
-from core.api.wire import ROUTES, Route
+from core.api.wire import ROUTES, TAG_DESCRIPTIONS, Route
 
 REF = "#/components/schemas/{model}"
 ERROR_HEADERS = {
@@ -158,7 +158,9 @@ def document() -> dict:
                                 "Money is in minor units; errors are {code, message}."},
         "servers": [{"url": "/api"}],
         "security": [{"apiKey": []}],
-        "tags": [{"name": tag} for tag in dict.fromkeys(spec.tag for spec in ROUTES)],
+        "tags": [{"name": tag, **({"description": TAG_DESCRIPTIONS[tag]} if tag in TAG_DESCRIPTIONS
+                                  else {})}
+                 for tag in dict.fromkeys(spec.tag for spec in ROUTES)],
         "paths": paths,
         "components": {"schemas": dict(sorted(components.schemas.items())),
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",

@@ -948,7 +948,9 @@ class LicenseKey(Out):
     source: LicenseKeySource
     activations_limit: int | None
     instances_count: int
-    expires_at: datetime | None
+    expires_at: datetime | None = Field(
+        description="When the key stops validating; for a subscription's key, when it would "
+                    "without the next paid renewal, which moves it on.")
     created_at: datetime
 
 

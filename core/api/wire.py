@@ -259,6 +259,7 @@ class Route:
 
 
 ROUTES: list[Route] = []
+TAG_DESCRIPTIONS: dict[str, str] = {}  # tag: what the document says of its operations as a whole
 
 
 def route(method: str, path: str, *, tag: str, response=None, status: int = 200, query=None,
