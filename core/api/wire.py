@@ -1,5 +1,5 @@
 """The API's wire rules, kept in one place: bearer API keys, rate limits, JSON errors, request
-validation, pagination, and the route table.
+validation, idempotency keys, pagination, and the route table.
 
 Every operation is declared once with ``route``: method, path, the pydantic models of its
 query and body, its answer and the errors it may give. The same declaration registers the
