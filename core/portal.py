@@ -830,7 +830,7 @@ def payment_status(customer, payment_id):
 def licenses(customer):
     """Each key: product, status, expiry, activations used of the limit, and its instances. A
     subscription's key, while the subscription goes on, expires "when your subscription ends"
-    (``core.licensing``), not at the technical date that the next renewal moves on."""
+    (``core.license_terms``), not at the technical date that the next renewal moves on."""
     keys = (LicenseKey.select(LicenseKey, Product, Subscription).join(Product).switch(LicenseKey)
             .join(Subscription, JOIN.LEFT_OUTER)
             .where(LicenseKey.customer == customer).order_by(LicenseKey.created_at.desc()))
