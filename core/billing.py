@@ -1256,12 +1256,10 @@ def reminders_due(now: datetime) -> list[list[str]]:
 
 def renewal_quote(sub: Subscription) -> tuple[int, int]:
     """``(amount, tax)`` the next renewal of ``sub`` is to charge, in its currency's minor
-    units: its recorded price per period (a downgrade scheduled for that date included),
-    with the product's tax."""
-    change = sub.scheduled_change or {}
-    product = Product.get_by_id(change["product_id"]) if change else sub.product
-    pre_tax = change.get("recurring_pre_tax_amount", sub.recurring_pre_tax_amount)
-    return split_tax(pre_tax, product.tax_rate_bps, product.tax_inclusive)
+    units: ``next_charge``, the one amount the renewal charges and the portal shows (a plan
+    change or an announced price for that date, and credit, included)."""
+    charge = next_charge(sub)
+    return charge["amount"], charge["tax"]
 
 
 def remind_renewal(subscription_id: str, due: str):

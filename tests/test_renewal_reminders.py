@@ -12,7 +12,7 @@ from test_api_sdk import receiver  # noqa: F401 (a fixture)
 
 from core import billing
 from core.endpoints import new_secret
-from core.models import Business, Customer, Event, Product, WebhookEndpoint
+from core.models import Business, Customer, Event, Payment, Product, WebhookEndpoint
 from plugins.mail import outbox_messages
 
 
@@ -64,6 +64,22 @@ def test_a_yearly_plan_is_reminded_once_30_days_before_it_renews_with_the_amount
     assert "http://portal.test/session/" in body  # signs in on the subscription's page
     [event] = Event.select().where(Event.type == "subscription.renewal_reminder")
     assert event.customer_only and event.data["renewal_amount"] == 14400
+
+
+def test_the_reminder_quotes_the_new_price_announced_for_that_renewal_and_that_is_charged(
+        app, customer, yearly, subscribe):
+    with time_machine.travel(at("2026-03-01 10:00"), tick=False):
+        sub, _ = subscribe(customer, yearly)
+    with time_machine.travel(at("2026-12-01 10:00"), tick=False):
+        yearly.price = 15000
+        yearly.save()
+        billing.announce_price(yearly, billing.price_change_notice())
+    sweep_on("2027-02-15 10:00")
+    [reminder] = reminders(app)
+    assert "we will then charge €180.00 to your payment method" in plain(reminder)
+    sweep_on("2027-03-01 10:00")
+    [renewal] = sub.payments.where(Payment.kind == "renewal")
+    assert renewal.amount == 18000
 
 
 def test_each_renewal_gets_its_own_reminder(app, customer, yearly, subscribe):
