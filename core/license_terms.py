@@ -31,8 +31,9 @@ def paid_until(sub: Subscription) -> datetime:
 
     Active: its next billing date plus ``renewal_time``, never past the end of its term; the
     renewal, once paid, moves it to the next period's end. Set to cancel at its next billing
-    date: that date. Any other status (on hold, cancelled, expired): already over, since the
-    end of the last paid period, the cancellation or the end of the term."""
+    date: that date. Any other status (on hold, paused, cancelled, expired): already over,
+    since the end of the last paid period, the cancellation or the end of the term; a paused
+    subscription keeps its paid time for the resume, when its keys come back."""
     now = utcnow()
     if sub.status == "active":
         until = sub.next_billing_date

@@ -194,3 +194,13 @@ def test_the_portal_says_the_key_lasts_as_long_as_the_subscription(client, api, 
     assert "Expires</dt><dd>When your subscription ends" in client.get("/portal/licenses").text
     api.patch(f"/subscriptions/{sub.id}", {"cancel_at_next_billing_date": True})
     assert f"Expires</dt><dd>{day(sub.next_billing_date)}<" in client.get("/portal/licenses").text
+
+
+def test_a_paused_subscriptions_key_stops_validating_and_comes_back_on_resume(
+        client, customer, licensed, subscribe, grace):
+    sub, _ = subscribe(customer, licensed)
+    billing.pause(sub)
+    assert key_of(sub).status == "expired" and validate(client, key_of(sub)) is False
+    sub = billing.resume(sub.refresh())
+    assert key_of(sub).status == "active" and validate(client, key_of(sub)) is True
+    assert key_of(sub).expires_at == sub.next_billing_date + grace
