@@ -563,6 +563,11 @@ def csp_violations(page) -> list[str]:
     return found
 
 
+def text(answer) -> str:
+    """A page's visible words, tags removed and spaces squeezed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
+
+
 def csrf_token(html: str) -> str:
     """The CSRF token of the (first) form on a page, to post it as a browser would."""
     return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)[1]

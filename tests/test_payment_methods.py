@@ -6,21 +6,10 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import csrf_token
+from conftest import csrf_token, text
 
 from core import auth, billing, payment_methods
 from core.models import Payment, PaymentMethod, Subscription
-
-
-@pytest.fixture
-def app(make_app):
-    app = make_app()
-    with app.app_context():
-        yield app
-
-
-def text(answer) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
 
 
 def post(client, path, data=None, page="/portal/payment-methods"):

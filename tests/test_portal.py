@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import time_machine
-from conftest import csrf_token
+from conftest import csrf_token, text
 from pypdf import PdfReader
 
 from core import auth, billing
@@ -51,10 +51,6 @@ def post(client, path, data=None, page=None):
     token = csrf_token(client.get(page or path).text)
     return client.post(path, data={"csrf_token": token, **(data or {})})
 
-
-def text(answer) -> str:
-    """The page's visible words, tags removed and spaces squeezed."""
-    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
 
 
 @pytest.fixture

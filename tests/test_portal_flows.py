@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import csrf_token
+from conftest import csrf_token, text
 
 from core.models import PortalSession, Product, Subscription
 
@@ -17,9 +17,6 @@ def app(make_app):
     with app.app_context():
         yield app
 
-
-def text(answer) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
 
 
 @pytest.fixture

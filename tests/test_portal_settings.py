@@ -2,26 +2,14 @@
 and refused (404) by its pages and forms, the API and the dashboard say and change the same
 settings, and cancellation and plan changes follow the merchant's policy."""
 
-import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import csrf_token
+from conftest import csrf_token, text
 
 from core import auth, licensing, portal_settings
 from core.models import LicenseKey, Product, Refund
-
-
-@pytest.fixture
-def app(make_app):
-    app = make_app()
-    with app.app_context():
-        yield app
-
-
-def text(answer) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
 
 
 def post(client, path, data=None, page="/portal/profile"):

@@ -3,13 +3,12 @@ sold at, plan changes across billing cycles, add-ons a new plan does not offer, 
 changes told ahead, and invoice lines that multiply out to the cent."""
 
 import io
-import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 import time_machine
-from conftest import csrf_token
+from conftest import csrf_token, text
 from pypdf import PdfReader
 
 from core import auth, billing
@@ -23,10 +22,6 @@ START = datetime(2026, 1, 1, 9, tzinfo=UTC)
 def at(*when):
     return time_machine.travel(datetime(*when, 9, tzinfo=UTC), tick=False)
 
-
-def text(answer) -> str:
-    """The page's visible words, tags removed and spaces squeezed."""
-    return " ".join(re.sub(r"<[^>]+>", " ", answer.text).split())
 
 
 def sign_in(client, customer):
