@@ -66,9 +66,14 @@ def init_db(url: str, pool_size: int = 20, recycle: int = 300, wait: int = 10):
     if key == _pool["key"] and db.obj is not None:
         return db.obj
     if scheme == "sqlite":
-        # a pooled connection serves one thread at a time, though not always the same one
+        # A pooled connection serves one thread at a time, though not always the same one.
+        # Every transaction begins IMMEDIATE, taking the write lock at once: a deferred one
+        # that reads, then writes after another connection committed, fails at once with
+        # "database is locked" (SQLITE_BUSY_SNAPSHOT), which busy_timeout does not wait out
+        # (https://sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode;
+        # Django's SQLite "transaction_mode" option exists for the same reason).
         database = connect_url("sqlite+pool:" + rest, pragmas=SQLITE_PRAGMAS,
-                               check_same_thread=False, **options)
+                               check_same_thread=False, lock_type="IMMEDIATE", **options)
     elif scheme in ("postgres", "postgresql"):
         database = connect_url("postgresql+pool:" + rest, **options)
     else:

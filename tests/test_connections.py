@@ -104,3 +104,42 @@ def test_the_pool_size_bounds_connections_and_a_request_waits_for_a_free_one(web
     release.set()
     holder.join()
     assert client.get("/probe/connection").status_code == 200
+
+
+def test_a_transaction_that_reads_then_writes_outlasts_a_writer_that_commits_in_between(make_app):
+    """Two writers meet, as ten retries of one API order do: one reads, then writes, in one
+    transaction, while the other writes. Both writes land; neither fails "database is
+    locked" (on SQLite, a deferred transaction could not take the write lock after the
+    other's commit, and busy_timeout does not wait that out)."""
+    make_app()
+    acme = Business.create(name="Acme")
+    read, failures = threading.Event(), []
+
+    def reads_then_writes():
+        try:
+            with db.atomic():
+                Business.get_by_id(acme.id)
+                read.set()
+                time.sleep(0.3)  # long enough for the other writer to commit, if it could
+                Business.update(name="Acme Ltd").where(Business.id == acme.id).execute()
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+        finally:
+            db.close()
+
+    def writes():
+        read.wait(10)
+        try:
+            Business.create(name="Globex")
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=reads_then_writes), threading.Thread(target=writes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(b.name for b in Business.select()) == ["Acme Ltd", "Globex"]
