@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# The suite runs its test files on this many processes (pytest-xdist; "auto": one per CPU);
+# each process has its own database and Redis database.
+TEST_JOBS ?= auto
+PYTEST := $(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 # Fonts: DejaVu (Latin, Greek, Cyrillic), Noto (Arabic, Hebrew, Devanagari, Thai) and WenQuanYi
 # Micro Hei (Chinese, Japanese, Korean: 1.6 MB, where fonts-noto-cjk is 56 MB), so an invoice
 # prints any customer's name and address.
@@ -41,8 +45,8 @@ run: system-deps $(BIN)/portico
 
 # The suite runs twice: on SQLite, then on PostgreSQL (PORTICO_TEST_POSTGRES_URL).
 test: test-system-deps $(VENV)/.test-deps
-	$(BIN)/pytest
-	PORTICO_TEST_DATABASE=postgresql $(BIN)/pytest
+	$(PYTEST)
+	PORTICO_TEST_DATABASE=postgresql $(PYTEST)
 
 clean:
 	rm -rf $(VENV) instance test-output

@@ -138,13 +138,15 @@ def gunicorn(target: str, env: dict) -> tuple[subprocess.Popen, str]:
 def load(url: str, cookies=None, seconds=5.0, threads=8) -> dict:
     """``{"rate": requests per second, "p50": ms, "p99": ms}`` for ``url`` requested by
     ``threads`` clients over ``seconds``, each client sending the same ``cookies`` and
-    headers whatever the server (the bare route gets Portico's session cookie too)."""
+    headers whatever the server (the bare route gets Portico's session cookie too). Each
+    client sends at least one request, so a machine too busy to start a client before the
+    window ends still gives a rate (never zero requests, never a division by zero)."""
     latencies, stop = [], time.monotonic() + seconds
 
     def client():
         mine = []
         with httpx.Client(cookies=cookies, timeout=30) as session:
-            while time.monotonic() < stop:
+            while not mine or time.monotonic() < stop:
                 started = time.perf_counter()
                 answer = session.get(url)
                 mine.append(time.perf_counter() - started)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from jinja2 import BytecodeCache
 
 from core import create_app, hookimpl, jobs
 from core.models import MODELS, Business, Customer, db, init_db, migrate
@@ -86,6 +87,25 @@ def _test_config(url, instance):
             "BASE_URL": "http://portal.test", "WTF_CSRF_ENABLED": True}
 
 
+class _CompiledTemplates(BytecodeCache):
+    """Templates compiled once per test run, not once per test's app: Jinja keys each by its
+    name and checks its source's checksum, so pages render exactly as an app of their own
+    would render them."""
+
+    def __init__(self):
+        self.compiled = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+COMPILED_TEMPLATES = _CompiledTemplates()
+
+
 def _empty_tables():
     """Delete every row: plugins' tables first (they point at the core's), then the core's,
     dependents before what they depend on. DELETE, not TRUNCATE: on these small tables it is
@@ -106,7 +126,9 @@ def make_app(database_url, tmp_path):
     def build(config=None, plugins=()):
         settings = _test_config(database_url, tmp_path)
         settings.update(config or {})
-        return create_app(config=settings, plugins=plugins)
+        app = create_app(config=settings, plugins=plugins)
+        app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
+        return app
 
     init_db(database_url)
     _empty_tables()
