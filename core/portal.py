@@ -247,6 +247,8 @@ LISTED_SUBSCRIPTION = (Subscription.id, Subscription.product, Subscription.statu
                        Subscription.next_billing_date, Subscription.cancel_at_next_billing_date,
                        Subscription.resume_at,
                        Subscription.cancelled_at, Subscription.expires_at)  # … of subscriptions
+LISTED_REFUND = (Refund.id, Refund.created_at, Refund.mode, Refund.payment, Refund.amount,
+                 Refund.currency, Refund.status, Refund.credit_note_number)  # … of refunds
 
 
 # --- Overview and billing history ------------------------------------------------------------------
@@ -294,12 +296,24 @@ def billing_history(customer):
     if not payments and total:
         abort(404)  # a cursor that is not one of the customer's payments
     refunds = {}
-    for refund in (Refund.select().where(Refund.payment.in_([p.id for p in payments])
-                                         & (Refund.status != "failed"))
+    for refund in (Refund.select(*LISTED_REFUND)
+                   .where(Refund.payment.in_([p.id for p in payments]) & (Refund.status != "failed"))
                    .order_by(Refund.created_at)):
         refunds.setdefault(refund.payment_id, []).append(refund)
+    for payment in payments:
+        payment.shown_status = refunded_status(payment, refunds.get(payment.id, ()))
     return render("portal/billing.html", payments=payments, refunds=refunds, page=page,
                   pages=pages, total=total)
+
+
+def refunded_status(payment, refunds) -> str:
+    """A payment's status as its billing history row says it: ``refunded`` once its
+    succeeded refunds add up to its amount, ``partially_refunded`` when some of it is
+    refunded, else its own status (a refund still pending changes nothing yet)."""
+    refunded = sum(r.amount for r in refunds if r.status == "succeeded")
+    if payment.status != "succeeded" or not refunded:
+        return payment.status
+    return "refunded" if refunded >= payment.amount else "partially_refunded"
 
 
 @bp.get("/credit-notes/<refund_id>.pdf")
@@ -1062,6 +1076,7 @@ STATUS = {
     "pending": lazy_gettext("Pending"), "cancelled": lazy_gettext("Cancelled"),
     "expired": lazy_gettext("Expired"), "failed": lazy_gettext("Failed"),
     "succeeded": lazy_gettext("Paid"), "processing": lazy_gettext("Processing"),
+    "refunded": lazy_gettext("Refunded"), "partially_refunded": lazy_gettext("Partially refunded"),
     "requires_customer_action": lazy_gettext("Action needed"), "disabled": lazy_gettext("Disabled"),
 }
 KIND = {"new": lazy_gettext("Purchase"), "first": lazy_gettext("First payment"),

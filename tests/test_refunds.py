@@ -3,6 +3,7 @@ resource) and the dashboard, with gapless credit notes, in the customer's billin
 ``refund.*`` webhooks and an e-mail; never more than was paid, however many at once."""
 
 import io
+import re
 import threading
 from urllib.parse import urlsplit
 
@@ -115,6 +116,22 @@ def test_the_customer_is_emailed_and_sees_the_refund_in_billing_history(app, api
     assert "Refund" in text(history) and "Credit note T-CN-000001" in text(history)
     pdf = client.get(f"/portal/credit-notes/{refund['refund_id']}.pdf")
     assert pdf.status_code == 200 and pdf.data[:5] == b"%PDF-"
+
+
+def test_billing_history_says_a_payment_is_partially_then_wholly_refunded(api, client, paid,
+                                                                          customer):
+    def payment_status():
+        """The words of the payment's own row (refunds have rows of their own)."""
+        page = client.get("/portal/billing").text
+        row = [row for row in page.split("<tr>")[1:] if paid.description in row][0]
+        return " ".join(re.sub(r"<[^>]+>", " ", row.split("</tr>")[0]).split())
+
+    sign_in(client, customer)
+    assert "Paid" in payment_status()
+    api.post("/refunds", {"payment_id": paid.id, "items": [{"item_id": paid.product_id, "amount": 500}]})
+    assert "Partially refunded" in payment_status()
+    api.post("/refunds", {"payment_id": paid.id})
+    assert "Refunded" in payment_status() and "Paid" not in payment_status()
 
 
 def test_the_dashboard_refund_button_refunds_part_of_a_payment(client, business, paid, customer):
