@@ -1,6 +1,15 @@
 """Refunds through the payment provider, each with a credit note numbered without gaps."""
-from peewee import (BigIntegerField, BlobField, CharField, CompositeKey, DateTimeField,
-                    ForeignKeyField, IntegerField, Model, TextField)
+from peewee import (
+    BigIntegerField,
+    BlobField,
+    CharField,
+    CompositeKey,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 
 
 def up(migrator, db):
