@@ -317,8 +317,10 @@ def payment_method_link(event) -> str | None:
 
 
 @link_for("subscription.renewal_reminder")
+@link_for("subscription.trial_ending")
 def subscription_link(event) -> str | None:
-    """A fresh sign-in link that lands on the subscription a renewal reminder is about."""
+    """A fresh sign-in link that lands on the subscription a renewal reminder (or the notice
+    of a trial's end) is about."""
     customer = Customer.get_or_none(Customer.id == event.customer_id)
     if customer is None or customer.blocked_at is not None:
         return None

@@ -240,18 +240,27 @@ def period_label(name: str, start: datetime, end: datetime) -> str:
 def _emit_subscription(type: str, sub: Subscription, **extra):
     """A ``subscription.*`` event: every change of a subscription is told here, and its
     license keys follow it here (``core.license_terms``), in its transaction. Dodo's payload,
-    plus ``resume_at`` while paused (the resume date asked for, if any)."""
+    plus Portico's facts (``_portico_facts``)."""
     license_terms.follow_subscription(sub)
-    paused = {"resume_at": payloads.iso(sub.resume_at)} if sub.status == "paused" else {}
     data = {**payloads.subscription(sub), "past_due_ends_at": None, "payment_id": None,
-            "payload_type": "Subscription", **paused, **extra}
+            "payload_type": "Subscription", **_portico_facts(sub), **extra}
     return emit(type, sub.business_id, sub.mode, sub.customer_id, data)
+
+
+def _portico_facts(sub: Subscription) -> dict:
+    """What a ``subscription.*`` event adds to Dodo's payload: ``resume_at`` while paused (the
+    resume date asked for, if any), ``trial_ends_at`` while in its free trial."""
+    facts = {"resume_at": payloads.iso(sub.resume_at)} if sub.status == "paused" else {}
+    if sub.in_trial:
+        facts["trial_ends_at"] = payloads.iso(sub.next_billing_date)
+    return facts
 
 
 def _emit_notice(type: str, sub: Subscription, **extra):
     """A notice for the customer alone (``customer_only``: no webhook carries it), about
     ``sub``: a renewal reminder, a cancellation scheduled for the period end."""
-    data = {**payloads.subscription(sub), "payload_type": "Subscription", **extra}
+    data = {**payloads.subscription(sub), "payload_type": "Subscription", **_portico_facts(sub),
+            **extra}
     return emit(type, sub.business_id, sub.mode, sub.customer_id, data, customer_only=True)
 
 
@@ -347,18 +356,35 @@ def _queue_charge(payment: Payment):
     later(run_charge, payment.id, job_id=f"charge-{payment.id}-{payment.attempts}", unique=True)
 
 
-def create_subscription(customer: Customer, product: Product, method: PaymentMethod,
-                        quantity: int = 1, addons=(), billing=None, metadata=None):
+MAX_TRIAL_DAYS = 10000  # Dodo's bound on ``trial_period_days``
+
+
+def create_subscription(customer: Customer, product: Product, method: PaymentMethod | None,
+                        quantity: int = 1, addons=(), billing=None, metadata=None,
+                        trial_period_days: int | None = None):
     """Subscribe ``customer`` to ``product``: ``pending`` until the first charge settles it
-    ``active`` (or ``failed``). Returns ``(subscription, payment)``."""
+    ``active`` (or ``failed``). Returns ``(subscription, payment)``.
+
+    With a free trial (``trial_period_days``, else the product's; Dodo's rule) nothing is
+    charged now: the subscription is ``active`` at once (``subscription.active``), in its
+    trial until ``next_billing_date``, the trial's end, when the renewal sweep makes its first
+    charge (``renew``); its term counts from there. The payment is then ``None``. A trial needs
+    ``method`` unless the product's ``trial_payment_method_optional`` says otherwise (a trial
+    that ends without one is charged to no card: on hold, like a failed renewal)."""
+    days = product.trial_period_days if trial_period_days is None else trial_period_days
+    if not 0 <= days <= MAX_TRIAL_DAYS:
+        raise BillingError("INVALID_REQUEST_PARAMETERS",
+                           f"trial_period_days must be between 0 and {MAX_TRIAL_DAYS}")
     _check_product(customer, product)
-    _check_method(customer, method)
+    if method is not None or not (days and product.trial_payment_method_optional):
+        _check_method(customer, method)
     if not product.is_recurring:
         raise BillingError("INVALID_REQUEST_PARAMETERS", f"{product.name} is not a subscription")
     if quantity < 1:
         raise BillingError("INVALID_REQUEST_PARAMETERS", "quantity must be at least 1")
     addons = [{"addon_id": a["addon_id"], "quantity": int(a.get("quantity", 1))} for a in addons]
     now = utcnow()
+    start = now + timedelta(days=days)  # when the first paid period starts
     with transaction():
         price = catalogue_price(product, quantity, addons)
         sub = Subscription(
@@ -366,12 +392,14 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
             currency=product.currency,
             subscription_period_count=product.subscription_period_count,
             subscription_period_interval=product.subscription_period_interval,
-            trial_period_days=product.trial_period_days, billing_anchor=now, cycles=0,
+            trial_period_days=days, billing_anchor=now, cycles=0,
             previous_billing_date=now, payment_method=method,
             billing=billing or customer.billing_address, metadata=metadata or {},
-            expires_at=add_interval(now, product.subscription_period_interval,
+            expires_at=add_interval(start, product.subscription_period_interval,
                                     product.subscription_period_count))
         _record_price(sub, price)
+        if days:
+            return _start_trial(sub, start), None
         sub.next_billing_date = _period_end(sub, 0)
         sub.save()
         charge = price_charge(price, "first_payment")
@@ -381,6 +409,18 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
                                description=product.name)
         _queue_charge(payment)
     return sub, payment
+
+
+def _start_trial(sub: Subscription, end: datetime) -> Subscription:
+    """Start a free trial ending at ``end``: active at once, nothing charged, and the renewal
+    due at ``end`` pays the first period (``_start_periods_at``). Its license keys are issued
+    now and valid while it is active (``core.license_terms``), as for a paid subscription."""
+    _start_periods_at(sub, end)
+    sub.in_trial = True
+    sub.save()
+    _transition(sub, "active")
+    _issue_license_key(sub.product, sub.customer, subscription=sub)
+    return sub
 
 
 def purchase(customer: Customer, product: Product, method: PaymentMethod, quantity: int = 1, *,
@@ -595,11 +635,13 @@ def _wanted(payment: Payment, sub: Subscription | None) -> bool:
 def _new_succeeded(payment: Payment, sub: Subscription | None):
     if sub is not None:
         _transition(sub, "active")
-    _issue_license_key(payment)
+    _issue_license_key(payment.product, payment.customer, payment=payment,
+                       subscription=payment.subscription)
 
 
 def _renewal_succeeded(payment: Payment, sub: Subscription):
     sub.credit_balance = max(sub.credit_balance - charge_terms(payment)[1], 0)
+    sub.in_trial = False  # a trial's first charge is paid: a paying subscription now
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = payment.period_start, payment.period_end
     sub.updated_at = utcnow()
@@ -642,7 +684,7 @@ def _new_failed(payment: Payment, sub: Subscription | None):
 
 
 def _renewal_failed(payment: Payment, sub: Subscription):
-    _transition(sub, "on_hold")
+    _transition(sub, "on_hold", in_trial=False)  # a trial's first charge failed: the trial is over
 
 
 _SUCCEEDED = {"new": _new_succeeded, "renewal": _renewal_succeeded,
@@ -651,23 +693,26 @@ _FAILED = {"new": _new_failed, "renewal": _renewal_failed, "arrears": _nothing,
            "plan_change": _nothing}
 
 
-def _issue_license_key(payment: Payment):
+def _issue_license_key(product: Product | None, customer: Customer, payment: Payment | None = None,
+                       subscription: Subscription | None = None):
+    """Issue the license key of ``product`` when it has one: bought once (``payment``), it
+    lasts the product's license duration; with ``subscription``, while that is paid or in its
+    trial (``license_terms.paid_until``)."""
     from core.plugins import registry
 
-    product = payment.product
     if product is None or not product.license_key_enabled:
         return None
     expires_at = None
-    if payment.subscription_id is not None:  # valid while the subscription is paid
-        expires_at = license_terms.paid_until(payment.subscription)
+    if subscription is not None:  # valid while the subscription is paid
+        expires_at = license_terms.paid_until(subscription)
     elif product.license_key_duration_count and product.license_key_duration_interval:
         expires_at = add_interval(utcnow(), product.license_key_duration_interval,
                                   product.license_key_duration_count)
     key = registry().license_source(product.license_source).issue(
-        product=product, customer=payment.customer, payment=payment,
-        subscription=payment.subscription, activations_limit=product.license_key_activations_limit,
+        product=product, customer=customer, payment=payment,
+        subscription=subscription, activations_limit=product.license_key_activations_limit,
         expires_at=expires_at)
-    emit("license_key.created", payment.business_id, payment.mode, payment.customer_id,
+    emit("license_key.created", customer.business_id, customer.mode, customer.id,
          {**payloads.license_key(key), "payload_type": "LicenseKey"})
     return key
 
@@ -790,7 +835,10 @@ def _credit_note(refund: Refund) -> dict:
 
 def renew(subscription_id: str, due: str):
     """Job: settle the billing date ``due`` (ISO) of a subscription: cancel it if asked, expire
-    it at the end of its term, apply a scheduled downgrade, then charge the next period."""
+    it at the end of its term, apply a scheduled downgrade, then charge the next period. The
+    end of a free trial is such a date: its charge is the subscription's first (a renewal
+    payment marked ``trial.first_charge``, its lines ``first_payment``), and settles like a renewal
+    (``subscription.renewed``, or on hold when it fails)."""
     with transaction():
         sub = _locked_subscription_with_plan(subscription_id)
         if sub is None or sub.status != "active" or payloads.iso(sub.next_billing_date) != due:
@@ -817,16 +865,19 @@ def renew(subscription_id: str, due: str):
             if charge["amount"] == 0 and charge["credit_applied"]:
                 _renewed_from_credit(sub, charge, start, end)
                 return None
-            charge["lines"] = with_period(charge["lines"], start, end)
+            first = {"trial": {"first_charge": True}} if sub.in_trial else None
+            charge["lines"] = with_period(charge["lines"], start, end,
+                                          "first_payment" if first else None)
             payment = _new_payment(sub.customer, sub.payment_method, "renewal", charge, key,
                                    subscription=sub, product=sub.product, period=(start, end),
-                                   description=sub.product.name)
+                                   description=sub.product.name, metadata=first)
     return run_charge(payment.id)
 
 
 def _renewed_from_credit(sub: Subscription, charge: dict, start: datetime, end: datetime):
     """A renewal the credit balance pays in full: the period is renewed, nothing is charged."""
     sub.credit_balance -= charge["credit_applied"]
+    sub.in_trial = False
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = start, end
     sub.updated_at = utcnow()
@@ -887,7 +938,7 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), charges whose wait is over (``expire_charge``),
     refunds without an answer, paused subscriptions whose resume date has come, renewal
-    reminders, and events whose deliveries were never queued; delete the API's idempotency
+    reminders and notices of trials ending, and events whose deliveries were never queued; delete the API's idempotency
     keys past their 24 hours.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
@@ -932,6 +983,11 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
         stamp = "".join(c for c in due if c.isdigit())
         enqueue(remind_renewal, subscription_id, due,
                 job_id=f"remind-{subscription_id}-{stamp}-{slot}", unique=True)
+        counts["reminders"] += 1
+    for subscription_id, due in trial_endings_due(now):
+        stamp = "".join(c for c in due if c.isdigit())
+        enqueue(announce_trial_end, subscription_id, due,
+                job_id=f"trial-end-{subscription_id}-{stamp}-{slot}", unique=True)
         counts["reminders"] += 1
     counts["events"] = redispatch(now)
     counts["idempotency_keys"] = idempotency.sweep(now)
@@ -1233,7 +1289,8 @@ def _yearly():
 def reminders_due(now: datetime) -> list[list[str]]:
     """``[subscription_id, due]`` of the renewals whose reminder is due as of ``now`` and not
     sent yet: active, not ending (cancelled at, or its term over by, that date), renewing
-    within the business's reminder days."""
+    within the business's reminder days. A free trial's end has its own notice
+    (``trial_endings_due``)."""
     owed = []
     for business in Business.select(Business.id, Business.settings):
         plans, days = reminder_settings(business)
@@ -1241,7 +1298,7 @@ def reminders_due(now: datetime) -> list[list[str]]:
             continue
         query = (Subscription.select(Subscription.id, Subscription.next_billing_date)
                  .where((Subscription.business == business.id) & (Subscription.status == "active")
-                        & ~Subscription.cancel_at_next_billing_date
+                        & ~Subscription.cancel_at_next_billing_date & ~Subscription.in_trial
                         & (Subscription.next_billing_date > now)
                         & (Subscription.next_billing_date <= now + timedelta(days=days))
                         & (Subscription.expires_at.is_null()
@@ -1269,7 +1326,7 @@ def remind_renewal(subscription_id: str, due: str):
     with transaction():
         sub = for_update(Subscription.select().where(Subscription.id == subscription_id)).first()
         if (sub is None or sub.status != "active" or sub.cancel_at_next_billing_date
-                or (sub.expires_at and sub.expires_at <= sub.next_billing_date)
+                or sub.in_trial or (sub.expires_at and sub.expires_at <= sub.next_billing_date)
                 or payloads.iso(sub.next_billing_date) != due
                 or sub.renewal_reminded_for == sub.next_billing_date):
             return None
@@ -1277,6 +1334,42 @@ def remind_renewal(subscription_id: str, due: str):
         Subscription.update(renewal_reminded_for=sub.next_billing_date).where(
             Subscription.id == sub.id).execute()
         return _emit_notice("subscription.renewal_reminder", sub, renewal_amount=amount,
+                            renewal_tax=tax)
+
+
+# --- Trial endings ----------------------------------------------------------------------------
+
+TRIAL_NOTICE = timedelta(days=3)  # a trial's end is announced this long before its first charge
+
+
+def trial_endings_due(now: datetime) -> list[list[str]]:
+    """``[subscription_id, due]`` of the free trials ending within ``TRIAL_NOTICE`` of ``now``
+    whose customer has not been told yet: in trial, active, not set to cancel at its end."""
+    query = (Subscription.select(Subscription.id, Subscription.next_billing_date)
+             .where(Subscription.in_trial & (Subscription.status == "active")
+                    & ~Subscription.cancel_at_next_billing_date
+                    & (Subscription.next_billing_date > now)
+                    & (Subscription.next_billing_date <= now + TRIAL_NOTICE)
+                    & (Subscription.renewal_reminded_for.is_null()
+                       | (Subscription.renewal_reminded_for != Subscription.next_billing_date))))
+    return [[sub.id, payloads.iso(sub.next_billing_date)] for sub in query]
+
+
+def announce_trial_end(subscription_id: str, due: str):
+    """Job: tell the customer that their free trial ends at ``due`` (ISO) and what is then
+    charged, with a link to cancel before; once per trial end (``renewal_reminded_for``, set
+    in the same transaction as the notice is recorded). Dodo has no event for it: a
+    ``customer_only`` notice, ``subscription.trial_ending``, which no webhook carries."""
+    with transaction():
+        sub = for_update(Subscription.select().where(Subscription.id == subscription_id)).first()
+        if (sub is None or sub.status != "active" or not sub.in_trial
+                or sub.cancel_at_next_billing_date or payloads.iso(sub.next_billing_date) != due
+                or sub.renewal_reminded_for == sub.next_billing_date):
+            return None
+        amount, tax = renewal_quote(sub)
+        Subscription.update(renewal_reminded_for=sub.next_billing_date).where(
+            Subscription.id == sub.id).execute()
+        return _emit_notice("subscription.trial_ending", sub, renewal_amount=amount,
                             renewal_tax=tax)
 
 
@@ -1291,7 +1384,9 @@ class PlanChange:
     waits for the next billing date. Across cycles (monthly ⇄ yearly) the new cycle starts at
     the change: its first period is charged now, less the unused time of the current period
     (credited as Stripe does; what the charge does not use stays as credit for the next
-    ones). With ``effective_at="next_billing_date"`` any change waits for that date."""
+    ones). With ``effective_at="next_billing_date"`` any change waits for that date, and so
+    does any change during a free trial: nothing is charged in a trial, and its first charge,
+    at its end, is the new plan's."""
 
     product_id: str
     quantity: int
@@ -1375,7 +1470,7 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
               "price": price, "new_cycle": new_cycle, "dropped_addons": dropped}
     period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
     left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
-    if effective_at == "next_billing_date":
+    if effective_at == "next_billing_date" or sub.in_trial:  # a trial's first charge pays it
         return PlanChange(**common, amount_due=0, tax_due=0, effective_at=sub.next_billing_date,
                           upgrade=False, next_billing_date=sub.next_billing_date)
     if new_cycle:

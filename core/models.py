@@ -285,7 +285,9 @@ class Product(BaseModel):
     payment_frequency_interval = pw.CharField(default="Month")  # Day, Week, Month, Year
     subscription_period_count = pw.IntegerField(default=1)
     subscription_period_interval = pw.CharField(default="Year")
-    trial_period_days = pw.IntegerField(default=0)
+    trial_period_days = pw.IntegerField(default=0)  # a new subscription's free days (Dodo's)
+    # whether a trial may start without a payment method (Dodo's ``trial_payment_method_optional``)
+    trial_payment_method_optional = pw.BooleanField(default=False)
     license_key_enabled = pw.BooleanField(default=False)
     license_key_activations_limit = pw.IntegerField(null=True)
     license_key_duration_count = pw.IntegerField(null=True)
@@ -400,7 +402,9 @@ class Subscription(BaseModel):
     payment_frequency_interval = pw.CharField(default="Month")
     subscription_period_count = pw.IntegerField(default=1)
     subscription_period_interval = pw.CharField(default="Year")
-    trial_period_days = pw.IntegerField(default=0)
+    trial_period_days = pw.IntegerField(default=0)  # the free days it started with
+    # in its free trial: nothing paid yet, the first charge falls at ``next_billing_date``
+    in_trial = pw.BooleanField(default=False)
     billing_anchor = UTCDateTimeField(default=utcnow)  # periods are counted from here
     cycles = pw.IntegerField(default=0)  # periods renewed since the anchor
     previous_billing_date = UTCDateTimeField(default=utcnow)

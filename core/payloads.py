@@ -220,7 +220,8 @@ def price(product: Product) -> dict:
             "payment_frequency_interval": product.payment_frequency_interval,
             "subscription_period_count": product.subscription_period_count,
             "subscription_period_interval": product.subscription_period_interval,
-            "trial_period_days": product.trial_period_days}
+            "trial_period_days": product.trial_period_days,
+            "trial_payment_method_optional": product.trial_payment_method_optional}
 
 
 def _product_common(record: Product) -> dict:

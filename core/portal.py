@@ -245,7 +245,7 @@ LISTED = (Payment.id, Payment.created_at, Payment.customer, Payment.subscription
           Payment.period_start, Payment.period_end)  # what a list of payments shows
 LISTED_SUBSCRIPTION = (Subscription.id, Subscription.product, Subscription.status,
                        Subscription.next_billing_date, Subscription.cancel_at_next_billing_date,
-                       Subscription.resume_at,
+                       Subscription.resume_at, Subscription.in_trial,
                        Subscription.cancelled_at, Subscription.expires_at)  # … of subscriptions
 LISTED_REFUND = (Refund.id, Refund.created_at, Refund.mode, Refund.payment, Refund.amount,
                  Refund.currency, Refund.status, Refund.credit_note_number)  # … of refunds
@@ -1109,7 +1109,9 @@ def _status_filter(status):
 @bp.app_template_filter("kind")
 def _kind_filter(payment):
     """What a payment was for: a purchase, a subscription's first payment, a renewal…"""
-    kind = "first" if payment.kind == "new" and payment.subscription_id else payment.kind
+    first = ((payment.kind == "new" and payment.subscription_id)
+             or ((payment.metadata or {}).get("trial") or {}).get("first_charge"))  # after a trial
+    kind = "first" if first else payment.kind
     return once("kind", kind, lambda: str(KIND.get(kind, kind)))
 
 

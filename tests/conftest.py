@@ -347,13 +347,14 @@ def save_card(app):
 
 @pytest.fixture
 def subscribe(save_card):
-    """An active subscription (its first charge settled in-process), with a saved card."""
+    """An active subscription (its first charge settled in-process, or none in a free
+    trial: the payment is then ``None``), with a saved card."""
     from core import billing
 
     def subscribe(customer, product, source="pm_card_visa", **kwargs):
         sub, payment = billing.create_subscription(customer, product, save_card(customer, source),
                                                    **kwargs)
-        return sub.refresh(), payment.refresh()
+        return sub.refresh(), payment and payment.refresh()
 
     return subscribe
 

@@ -30,7 +30,8 @@ def _price_fields(price) -> dict:
             "payment_frequency_interval": price.payment_frequency_interval,
             "subscription_period_count": price.subscription_period_count,
             "subscription_period_interval": price.subscription_period_interval,
-            "trial_period_days": 0}
+            "trial_period_days": price.trial_period_days or 0,
+            "trial_payment_method_optional": bool(price.trial_payment_method_optional)}
 
 
 def _license_fields(body, sent) -> dict:

@@ -3,7 +3,7 @@ answer holds (Dodo's models of SDK 1.123.0, every key always present).
 
 Request bodies are strict and closed (``extra="forbid"``), so a typo is a 422 naming the field
 rather than a silently ignored value; query parameters are read from strings. Anything the
-billing core cannot honour (discounts, trials, pay-what-you-want) is allowed only at its
+billing core cannot honour (discounts, trial amounts, pay-what-you-want) is allowed only at its
 neutral value, so the document says exactly what is accepted.
 """
 
@@ -99,6 +99,7 @@ def whole(ge: int, le: int, description: str | None = None):
 Amount = whole(1, 10**12, "In minor units (cents).")
 Quantity = whole(1, 1000)
 Count = whole(1, 1000)
+TrialDays = whole(0, 10000, "Days of free trial (Dodo allows 0 to 10000).")
 Limit = whole(0, 1_000_000)
 
 
@@ -361,7 +362,11 @@ class RecurringPriceIn(In):
     discount: Zero = Field(0, description="Discounts are not supported: 0 only.")
     discount_bps: Zero | None = None
     purchasing_power_parity: No = False
-    trial_period_days: Zero | None = Field(None, description="Trials are not supported: 0 only.")
+    trial_period_days: TrialDays | None = Field(
+        None, description="Free days before the first charge of a new subscription (0: none).")
+    trial_payment_method_optional: bool | None = Field(
+        None, description="Whether a trial may start without a payment method (default: false).")
+    trial_amount: Zero | None = Field(None, description="Paid trials are not supported: 0 only.")
 
 
 PriceIn = Annotated[OneTimePriceIn | RecurringPriceIn, Field(discriminator="type")]
@@ -437,6 +442,7 @@ class RecurringPrice(Out):
     purchasing_power_parity: bool | None
     tax_inclusive: bool | None
     trial_period_days: int | None
+    trial_payment_method_optional: bool | None
 
 
 Price = Annotated[OneTimePrice | RecurringPrice, Field(discriminator="type")]
@@ -574,6 +580,8 @@ CustomerRef = Annotated[Annotated[ExistingCustomer, Tag("existing")] | Annotated
 
 
 class SubscriptionCreate(In):
+    """``trial_period_days`` overrides the product's trial (0: none), as in Dodo's API."""
+
     billing: BillingAddressIn
     customer: CustomerRef = Field(description="An existing customer by id, or one found (or "
                                               "created) by e-mail address.")
@@ -586,6 +594,8 @@ class SubscriptionCreate(In):
     addons: Annotated[list[AddonItem], Field(max_length=20)] | None = None
     metadata: Metadata | None = None
     tax_id: TaxId | None = Field(None, description="Kept as the customer's tax ID when they have none.")
+    trial_period_days: TrialDays | None = Field(
+        None, description="Free days before the first charge, instead of the product's (0: none).")
 
 
 BodyTime = Annotated[datetime, BeforeValidator(_query_time)]

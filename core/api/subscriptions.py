@@ -89,7 +89,12 @@ def create_subscription(body: schemas.SubscriptionCreate):
     """Subscribe a customer to a recurring product, charging a saved payment method (in test
     mode, or a test token such as ``pm_card_visa``). The subscription is ``pending`` until its
     first charge settles it ``active`` (or ``failed``); ``payment_link`` is set when the
-    customer must complete a step, such as 3-D Secure."""
+    customer must complete a step, such as 3-D Secure.
+
+    With a free trial (``trial_period_days``, else the product's) nothing is charged: the
+    subscription is ``active`` at once, its ``next_billing_date`` the trial's end, when the
+    first charge is made; ``payment_id`` is then empty. A trial needs a payment method unless
+    the product's price has ``trial_payment_method_optional``."""
     customer = _customer(body.customer)
     address, tax_id = billing_details(body.billing, body.tax_id)
     _fill_billing_details(customer, address, tax_id)
@@ -97,18 +102,21 @@ def create_subscription(body: schemas.SubscriptionCreate):
     addons = _addons(product, body.addons)
     method = (_payment_method(customer, body.payment_method_id) if body.payment_method_id
               else payment_methods.default_method(customer))
-    if method is None:
+    trial = product.trial_period_days if body.trial_period_days is None else body.trial_period_days
+    if method is None and not (trial and product.trial_payment_method_optional):
         raise ApiError(422, "NO_ELIGIBLE_PAYMENT_METHODS",
                        "This customer has no saved payment method: send payment_method_id.")
     sub, payment = billing.create_subscription(
         customer, product, method, quantity=body.quantity, addons=addons,
-        billing=address, metadata=body.metadata or {})
-    sub, payment = sub.refresh(), payment.refresh()
-    return {"subscription_id": sub.id, "payment_id": payment.id,
+        billing=address, metadata=body.metadata or {}, trial_period_days=body.trial_period_days)
+    sub = sub.refresh()
+    payment = payment.refresh() if payment is not None else None  # none in a free trial
+    return {"subscription_id": sub.id, "payment_id": payment.id if payment else "",
             "customer": payloads.customer_limited(customer),
             "addons": [{"addon_id": a["addon_id"], "quantity": a["quantity"]} for a in sub.addons],
             "metadata": sub.metadata, "recurring_pre_tax_amount": sub.recurring_pre_tax_amount,
-            "payment_method_required": False, "payment_link": payment.action_url,
+            "payment_method_required": False,
+            "payment_link": payment.action_url if payment else None,
             "client_secret": None, "expires_on": None, "discount_id": None, "discount_ids": None,
             "one_time_product_cart": None, "trial_amount": None}
 
