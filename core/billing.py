@@ -837,8 +837,8 @@ def renew(subscription_id: str, due: str):
     """Job: settle the billing date ``due`` (ISO) of a subscription: cancel it if asked, expire
     it at the end of its term, apply a scheduled downgrade, then charge the next period. The
     end of a free trial is such a date: its charge is the subscription's first (a renewal
-    payment marked ``trial.first_charge``, its lines ``first_payment``), and settles like a renewal
-    (``subscription.renewed``, or on hold when it fails)."""
+    payment whose lines are ``first_payment``), settled like a renewal (``subscription.renewed``,
+    or on hold when it fails)."""
     with transaction():
         sub = _locked_subscription_with_plan(subscription_id)
         if sub is None or sub.status != "active" or payloads.iso(sub.next_billing_date) != due:
@@ -865,12 +865,11 @@ def renew(subscription_id: str, due: str):
             if charge["amount"] == 0 and charge["credit_applied"]:
                 _renewed_from_credit(sub, charge, start, end)
                 return None
-            first = {"trial": {"first_charge": True}} if sub.in_trial else None
             charge["lines"] = with_period(charge["lines"], start, end,
-                                          "first_payment" if first else None)
+                                          "first_payment" if sub.in_trial else None)
             payment = _new_payment(sub.customer, sub.payment_method, "renewal", charge, key,
                                    subscription=sub, product=sub.product, period=(start, end),
-                                   description=sub.product.name, metadata=first)
+                                   description=sub.product.name)
     return run_charge(payment.id)
 
 
@@ -938,8 +937,8 @@ def sweep(now: datetime | None = None, stale_after: timedelta = STALE_CHARGE) ->
     """Queue what is owed: renewals, cancellations and expiries that are due, charges whose job
     was lost (a dead worker, Redis down), charges whose wait is over (``expire_charge``),
     refunds without an answer, paused subscriptions whose resume date has come, renewal
-    reminders and notices of trials ending, and events whose deliveries were never queued; delete the API's idempotency
-    keys past their 24 hours.
+    reminders and notices of trials ending, and events whose deliveries were never queued;
+    delete the API's idempotency keys past their 24 hours.
     Every job has a stable id, so running the sweep twice queues nothing twice. Plugins add
     what they owe through their ``sweep`` hook (webhook retries)."""
     from core.plugins import registry

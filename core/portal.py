@@ -1109,9 +1109,7 @@ def _status_filter(status):
 @bp.app_template_filter("kind")
 def _kind_filter(payment):
     """What a payment was for: a purchase, a subscription's first payment, a renewal…"""
-    first = ((payment.kind == "new" and payment.subscription_id)
-             or ((payment.metadata or {}).get("trial") or {}).get("first_charge"))  # after a trial
-    kind = "first" if first else payment.kind
+    kind = "first" if payment.kind == "new" and payment.subscription_id else payment.kind
     return once("kind", kind, lambda: str(KIND.get(kind, kind)))
 
 

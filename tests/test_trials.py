@@ -325,13 +325,14 @@ def test_the_portal_says_when_the_trial_ends_and_what_is_then_charged(app, clien
     assert ("Nothing is charged during the trial. On March 16, 2026 your first payment of "
             "€18.00 is charged, unless you cancel before.") in page
     assert "Trial ends on March 16, 2026" in page
+    sweep_on(day(14))
     with time_machine.travel(day(15), tick=False):
-        sweep_on(day(14))
+        sign_in(client, customer)
         page = visible(client.get(f"/portal/subscriptions/{sub.id}"))
         billing_page = visible(client.get("/portal/billing"))
     assert "Free trial" not in page and "Renews on" not in page
     assert "Next renewal April 16, 2026" in page
-    assert "First payment" in billing_page
+    assert "€18.00 Paid Invoice T-000001" in billing_page
 
 
 def test_the_portal_says_when_the_trial_ends_in_the_customers_language(app, client, business,
