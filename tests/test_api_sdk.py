@@ -439,3 +439,34 @@ def test_a_subscriptions_license_key_follows_it_through_the_sdk(app, server):
         with pytest.raises(PermissionDeniedError):
             pub.licenses.activate(license_key=lk.key, name="desktop")
         assert c.license_keys.retrieve(lk.id).status == "expired"
+
+
+def test_the_sdk_starts_a_free_trial_and_reads_it_back(app, server):
+    """A product's ``trial_period_days`` and the subscription's own override: active at once,
+    nothing charged until the trial's end, then the first charge."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    p = c.products.create(name="Pro", tax_category="saas", price={
+        "type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+        "payment_frequency_interval": "Month", "subscription_period_count": 1,
+        "subscription_period_interval": "Year", "trial_period_days": 14})
+    assert c.products.retrieve(p.product_id).price.trial_period_days == 14
+    cust = c.customers.create(email="fay@example.com", name="Fay")
+    with pytest.deprecated_call():
+        created = c.subscriptions.create(billing={"country": "FR"},
+                                         customer={"customer_id": cust.customer_id},
+                                         product_id=p.product_id, quantity=1,
+                                         payment_method_id="pm_card_visa", trial_period_days=7)
+    sub = c.subscriptions.retrieve(created.subscription_id)
+    assert (sub.status, sub.trial_period_days) == ("active", 7)
+    assert round((sub.next_billing_date - sub.created_at).total_seconds() / 86400) == 7
+    assert created.payment_id == "" and c.payments.list(page_number=0).items == []
+    listed = c.subscriptions.list(status="active", page_number=0).items
+    assert [(s.subscription_id, s.trial_period_days) for s in listed] == [(sub.subscription_id, 7)]
+
+    with time_machine.travel(sub.next_billing_date, tick=False):
+        billing.sweep()  # the trial's end: the first charge
+    [first] = c.payments.list(subscription_id=sub.subscription_id, page_number=0).items
+    assert (first.status, first.total_amount) == ("succeeded", 1500)
+    assert c.subscriptions.retrieve(sub.subscription_id).next_billing_date > sub.next_billing_date
