@@ -19,7 +19,8 @@ def test_a_recurring_product_keeps_its_billing_cycle_and_term(api, business):
                      license_key_duration={"count": 1, "interval": "Year"}).json
     assert product["is_recurring"] and product["brand_id"] == business.id
     assert product["price"] == {**MONTHLY, "discount": 0, "discount_bps": None,
-                                "purchasing_power_parity": False, "trial_period_days": 0}
+                                "purchasing_power_parity": False, "trial_period_days": 0,
+                                "trial_payment_method_optional": False}
     assert product["license_key_duration"] == {"count": 1, "interval": "Year"}
     row = Product.get_by_id(product["product_id"])
     assert (row.price, row.tax_rate_bps, row.subscription_period_count) == (1500, 2000, 20)
@@ -33,7 +34,8 @@ def test_a_one_time_product_is_not_recurring(api):
 
 def test_unsupported_pricing_is_refused_not_ignored(api):
     for price in ({**ONCE, "discount": 10}, {**ONCE, "pay_what_you_want": True},
-                  {**MONTHLY, "trial_period_days": 14}, {**ONCE, "type": "usage_based_price"}):
+                  {**MONTHLY, "trial_amount": 100}, {**MONTHLY, "trial_period_days": 10001},
+                  {**ONCE, "type": "usage_based_price"}):
         answer = create(api, price=price)
         assert answer.status_code == 422, price
     assert Product.select().count() == 0

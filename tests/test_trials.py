@@ -101,6 +101,9 @@ def test_a_trial_is_active_at_once_and_its_first_charge_renews_it(app, customer,
     assert active.data["trial_ends_at"] == "2026-03-16T10:00:00Z"
     assert active.data["next_billing_date"] == "2026-03-16T10:00:00Z"
     assert not Event.select().where(Event.type == "payment.succeeded").exists()
+    [told] = [m for m in outbox_messages(app) if m["Subject"] == "Your Pro subscription is active"]
+    assert ("Your free trial ends on March 16, 2026: your first payment is charged then, unless "
+            "you cancel before.") in " ".join(told.get_body(("plain",)).get_content().split())
     sweep_on(day(14))
     assert [e.type for e in Event.select().where(Event.type.in_(
         ("payment.succeeded", "subscription.renewed", "subscription.active")))
@@ -239,12 +242,15 @@ def test_cancelled_while_the_first_charge_waits_for_3d_secure_nothing_is_kept(
 
 
 def test_a_trial_without_a_card_where_the_product_allows_it_goes_on_hold_at_its_end(
-        app, business, customer, trial):
+        app, client, business, customer, trial):
     trial.trial_payment_method_optional = True
     trial.save()
     with time_machine.travel(DAY_0, tick=False):
         sub, payment = billing.create_subscription(customer, trial, None)
+        sign_in(client, customer)
+        page = visible(client.get(f"/portal/subscriptions/{sub.id}"))
     assert payment is None and sub.refresh().status == "active"
+    assert "No payment method" in page and "Trial ends on March 16, 2026" in page
     sweep_on(day(14))
     [unpaid] = charges(sub)
     assert (unpaid.status, unpaid.failure_code) == ("failed", "no_payment_method")
