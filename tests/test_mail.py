@@ -218,7 +218,8 @@ def test_every_email_template_is_checked_for_hostile_values():
                            "refund.succeeded", "subscription.active",
                            "subscription.cancellation_scheduled", "subscription.cancelled",
                            "subscription.paused", "subscription.price_change_scheduled",
-                           "subscription.renewal_reminder", "subscription.unpaused"]
+                           "subscription.renewal_reminder", "subscription.trial_ending",
+                           "subscription.unpaused"]
 
 
 @pytest.mark.parametrize("type_", EMAIL_TYPES)
@@ -232,6 +233,7 @@ def test_every_html_email_escapes_hostile_values_in_every_field(app, business, c
             "error_message": HOSTILE, "payment_id": HOSTILE, "subscription_id": HOSTILE,
             "amount": 500, "reason": HOSTILE, "renewal_amount": 1800,
             "resume_at": "2025-04-01T00:00:00Z" if cancelling else None,
+            "trial_ends_at": "2025-04-01T00:00:00Z" if cancelling else None,
             "status": "active" if cancelling else "cancelled", "cancel_at_next_billing_date": cancelling,
             "cancelled_at": None if cancelling else SUBSCRIPTION["cancelled_at"],
             "price_change": {"effective_at": "2025-03-01T00:00:00Z", "amount": 2400,
