@@ -249,9 +249,9 @@ def _emit_subscription(type: str, sub: Subscription, **extra):
 
 def _portico_facts(sub: Subscription) -> dict:
     """What a ``subscription.*`` event adds to Dodo's payload: ``resume_at`` while paused (the
-    resume date asked for, if any), ``trial_ends_at`` while in its free trial."""
+    resume date asked for, if any), ``trial_ends_at`` while active in its free trial."""
     facts = {"resume_at": payloads.iso(sub.resume_at)} if sub.status == "paused" else {}
-    if sub.in_trial:
+    if sub.in_trial and sub.status == "active":
         facts["trial_ends_at"] = payloads.iso(sub.next_billing_date)
     return facts
 
