@@ -241,6 +241,23 @@ def test_cancelled_while_the_first_charge_waits_for_3d_secure_nothing_is_kept(
     assert first.refresh().status == "failed" and Invoice.select().count() == 0
 
 
+def test_a_trial_paused_keeps_its_days_left_for_when_it_resumes(app, customer, trial,
+                                                                start_trial):
+    sub = start_trial(customer, trial)
+    with time_machine.travel(day(4), tick=False):
+        billing.pause(sub)
+    sweep_on(day(14))
+    assert charges(sub) == []
+    with time_machine.travel(day(20), tick=False):
+        billing.resume(sub)
+    sub = sub.refresh()
+    assert (sub.status, sub.in_trial, sub.next_billing_date) == ("active", True, day(30))
+    sweep_on(day(29))
+    assert charges(sub) == []
+    sweep_on(day(30))
+    assert [p.status for p in charges(sub)] == ["succeeded"]
+
+
 def test_a_trial_without_a_card_where_the_product_allows_it_goes_on_hold_at_its_end(
         app, client, business, customer, trial):
     trial.trial_payment_method_optional = True
