@@ -20,7 +20,6 @@ from core.models import (
     Payment,
     Product,
     Subscription,
-    WebhookEndpoint,
 )
 from plugins.mail import outbox_messages
 
@@ -29,13 +28,6 @@ DAY_0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 def day(n: int) -> datetime:
     return DAY_0 + timedelta(days=n)
-
-
-@pytest.fixture
-def app(make_app):
-    app = make_app({"WEBHOOK_ALLOW_PRIVATE_NETWORKS": True})
-    with app.app_context():
-        yield app
 
 
 @pytest.fixture
@@ -174,8 +166,6 @@ def test_a_trial_gives_its_license_key_valid_until_the_first_charge_is_due(
 
 def test_three_days_before_the_trial_ends_the_customer_is_told_once_what_is_then_charged(
         app, customer, trial, start_trial):
-    WebhookEndpoint.create(business=customer.business_id, mode="test", url="https://hooks.test/x",
-                           secret="whsec_c2VjcmV0")
     sub = start_trial(customer, trial)
     sweep_on(day(10))  # four days before
     assert not Event.select().where(Event.type == "subscription.trial_ending").exists()
