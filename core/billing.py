@@ -1207,12 +1207,6 @@ def _start_periods_at(sub: Subscription, when: datetime):
 # --- Pausing ---------------------------------------------------------------------------------
 
 
-def customers_may_pause(business: Business) -> bool:
-    """Whether the business lets its customers pause and resume in the portal (off unless the
-    merchant turns it on: ``Business.settings["customers_may_pause"]``)."""
-    return bool((business.settings or {}).get("customers_may_pause", False))
-
-
 def pause(subscription: Subscription, resume_at: datetime | None = None) -> Subscription:
     """Pause an active subscription: nothing is renewed while it is paused, and the paid time
     it had left (to its next billing date) is kept for when it resumes (``resume``), by hand
@@ -1537,7 +1531,7 @@ def change_plan(subscription: Subscription, product: Product, quantity: int = 1,
         payment = _new_payment(sub.customer, sub.payment_method, "plan_change", preview.charge,
                                f"plan_change:{sub.id}:{new_id('ik')}", subscription=sub,
                                product=product, period=period, description=product.name,
-                               metadata={"change": change})
+                               metadata={"change": change, "from_product_id": sub.product_id})
         _queue_charge(payment)
     return payment
 

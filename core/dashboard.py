@@ -160,9 +160,6 @@ class BrandingForm(FlaskForm):
 
 
 class SubscriptionSettingsForm(FlaskForm):
-    customers_may_pause = BooleanField(
-        "Customers may pause and resume their subscriptions in the portal",
-        description="Paused subscriptions are not renewed; a customer may choose a date to resume.")
     renewal_reminders = SelectField("Renewal reminder e-mails", choices={
         "yearly": "For plans billed once a year or less often", "all": "For every plan",
         "off": "Never"}, validators=[InputRequired()],
@@ -618,6 +615,9 @@ class PortalSettingsForm(FlaskForm):
     reason_required = BooleanField("A reason is required")
     plan_change_enabled = BooleanField("Customers may change plan")
     quantity_change_enabled = BooleanField("Customers may change the quantity (seats)")
+    pause_enabled = BooleanField(
+        "Customers may pause and resume their subscriptions",
+        description="Paused subscriptions are not renewed; a customer may choose a date to resume.")
     products = FieldList(FormField(ProductRuleForm))
 
     def validate_reason_required(self, field):
@@ -636,7 +636,8 @@ class PortalSettingsForm(FlaskForm):
                     prorated_refund=cancellation["prorated_refund"], reasons=cancellation["reasons"],
                     reason_required=cancellation["reason_required"],
                     plan_change_enabled=settings["plan_change"]["enabled"],
-                    quantity_change_enabled=settings["quantity_change"]["enabled"])
+                    quantity_change_enabled=settings["quantity_change"]["enabled"],
+                    pause_enabled=settings["pause"]["enabled"])
         data["products"] = [{"product_id": plan.id, "limited": plan.id in rules,
                              "switch_to": rules.get(plan.id, {}).get("switch_to", []),
                              "min_quantity": rules.get(plan.id, {}).get("min_quantity", 1),
@@ -666,7 +667,8 @@ class PortalSettingsForm(FlaskForm):
                                  "reasons": [r for r in portal_settings.REASONS if r in self.reasons.data],
                                  "reason_required": self.reason_required.data},
                 "plan_change": {"enabled": self.plan_change_enabled.data, "products": rules},
-                "quantity_change": {"enabled": self.quantity_change_enabled.data}}
+                "quantity_change": {"enabled": self.quantity_change_enabled.data},
+                "pause": {"enabled": self.pause_enabled.data}}
 
 
 @bp.route("/customer-portal", methods=["GET", "POST"])
@@ -694,16 +696,13 @@ def customer_portal():
 @bp.route("/subscription-settings", methods=["GET", "POST"])
 @merchant_required
 def subscription_settings():
-    """What customers may do with their subscriptions (pause and resume) and the renewal
-    reminders they receive (the same in test and live mode)."""
+    """The renewal reminders customers receive (the same in test and live mode); whether they
+    may pause is a portal setting (``customer_portal``)."""
     business = Business.get_by_id(current_user.business.id)
     plans, days = billing.reminder_settings(business)
-    form = SubscriptionSettingsForm(data={
-        "customers_may_pause": billing.customers_may_pause(business),
-        "renewal_reminders": plans, "renewal_reminder_days": days})
+    form = SubscriptionSettingsForm(data={"renewal_reminders": plans, "renewal_reminder_days": days})
     if form.validate_on_submit():
-        settings = {**(business.settings or {}), "customers_may_pause": form.customers_may_pause.data,
-                    "renewal_reminders": form.renewal_reminders.data,
+        settings = {**(business.settings or {}), "renewal_reminders": form.renewal_reminders.data,
                     "renewal_reminder_days": form.renewal_reminder_days.data}
         Business.update(settings=settings).where(Business.id == business.id).execute()
         flash("Subscription settings saved.")

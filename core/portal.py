@@ -62,6 +62,7 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    ProductAddon,
     Refund,
     Subscription,
     utcnow,
@@ -168,6 +169,8 @@ BILLING_HISTORY = requires(lambda s: s["billing_history"])
 PAYMENT_METHODS = requires(lambda s: s["payment_method_update"])
 CANCELLATION = requires(lambda s: s["cancellation"]["enabled"])
 PLAN_CHANGE = requires(lambda s: s["plan_change"]["enabled"])
+QUANTITY_CHANGE = requires(lambda s: s["quantity_change"]["enabled"])
+PAUSE = requires(lambda s: s["pause"]["enabled"])
 ACTIVATION_REMOVAL = requires(lambda s: s["license_activation_removal"])
 EMAIL_CHANGE = requires(lambda s: s["profile_fields"]["email"])
 
@@ -392,7 +395,23 @@ def subscription(customer, subscription_id):
                   price_change=sub.price_change if renews and not sub.scheduled_change else None,
                   unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
                   cancellable=policy["enabled"] and bool(cancel_whens(sub, policy)),
-                  may_pause=billing.customers_may_pause(sub.business))
+                  may_pause=settings()["pause"]["enabled"],
+                  addons_offered=bool(offered_addons(sub)),
+                  scheduled=scheduled_change(sub) if sub.status == "active" else None)
+
+
+def scheduled_change(sub) -> dict | None:
+    """A change waiting for the next billing date, as the subscription page tells it: the
+    plan, its quantity and add-ons (``None``: nothing waits)."""
+    change = sub.scheduled_change
+    if not change:
+        return None
+    price = change.get("price") or {}
+    return {"plan": change.get("product_name") or price.get("product_name"),
+            "same_plan": change["product_id"] == sub.product_id,
+            "quantity": change["quantity"], "date": change["effective_at"],
+            "addons": [(item.get("name") or item["addon_id"], item["quantity"])
+                       for item in price.get("addons", sub.addons)]}
 
 
 def unpaid_renewal(sub) -> Payment | None:
@@ -507,20 +526,13 @@ class PauseForm(FlaskForm):
         description=lazy_gettext("Leave it empty to resume it yourself, whenever you like."))
 
 
-def pausable(customer, subscription_id) -> Subscription:
-    """The customer's subscription, where the business lets customers pause (else 404)."""
-    sub = own_subscription(customer, subscription_id)
-    if not billing.customers_may_pause(sub.business):
-        abort(404)
-    return sub
-
-
 @bp.route("/subscriptions/<subscription_id>/pause", methods=["GET", "POST"])
 @portal_page
+@PAUSE
 def pause(customer, subscription_id):
     """Say what pausing does (no charge, the paid time left kept), then pause, until a date
     or until the customer resumes."""
-    sub = pausable(customer, subscription_id)
+    sub = own_subscription(customer, subscription_id)
     if sub.status != "active":
         flash(_("Only an active subscription can be paused."), "error")
         return redirect(url_for(".subscription", subscription_id=sub.id), 303)
@@ -540,9 +552,10 @@ def pause(customer, subscription_id):
 
 @bp.post("/subscriptions/<subscription_id>/resume")
 @portal_page
+@PAUSE
 def resume(customer, subscription_id):
     """Resume a paused subscription: billing restarts with the paid time it had left."""
-    sub = pausable(customer, subscription_id)
+    sub = own_subscription(customer, subscription_id)
     try:
         sub = billing.resume(sub)
     except billing.BillingError as error:
@@ -569,13 +582,29 @@ class QuantityForm(FlaskForm):
             raise ValidationError(_("Enter a quantity from %(low)d to %(high)d.", low=low, high=high))
 
 
+def offered_addons(sub) -> list[Addon]:
+    """The add-ons the subscription's plan offers (still on sale), by name."""
+    return list(Addon.select().join(ProductAddon, on=(ProductAddon.addon == Addon.id))
+                .where((ProductAddon.product == sub.product_id) & (Addon.archived == False))  # noqa: E712
+                .order_by(Addon.name))
+
+
+def change_terms(sub) -> tuple[tuple[int, int], str]:
+    """The quantities this subscription may have and when a change of it takes effect
+    (``portal_settings.change_terms``)."""
+    return portal_settings.change_terms(settings(), sub.product_id)
+
+
 @bp.get("/subscriptions/<subscription_id>/plan")
 @portal_page
 @PLAN_CHANGE
 def plans(customer, subscription_id):
-    """The plans this subscription can change to."""
+    """The plans this subscription can change to, and links to change its quantity (seats)
+    and add-ons."""
     sub = own_subscription(customer, subscription_id)
-    return render("portal/plans.html", sub=sub, plans=list(other_plans(customer, sub)))
+    bounds, _when = change_terms(sub)
+    return render("portal/plans.html", sub=sub, plans=list(other_plans(customer, sub)),
+                  bounds=bounds, addons_offered=bool(offered_addons(sub)))
 
 
 @bp.route("/subscriptions/<subscription_id>/plan/<product_id>", methods=["GET", "POST"])
@@ -583,35 +612,138 @@ def plans(customer, subscription_id):
 @PLAN_CHANGE
 def change_plan(customer, subscription_id, product_id):
     """Preview a plan change (amount due now, new renewal amount), then confirm it: an upgrade
-    is charged at once (its outcome is shown), a downgrade waits for the next billing date."""
+    is charged at once (its outcome is shown), a downgrade waits for the next billing date,
+    and so does any change where the merchant says changes are charged at the next renewal.
+    While seat changes are off, the quantity stays what it is (another answers 404)."""
     sub = own_subscription(customer, subscription_id)
     product = other_plans(customer, sub).where(Product.id == product_id).first() or abort(404)
     sent = request.form if request.method == "POST" else request.args
-    rule = portal_settings.product_rule(settings(), sub.product_id) or {}
+    bounds, effective_at = change_terms(sub)
     form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
                         meta={"csrf": False},  # CSRFProtect checks every POST already
-                        bounds=(rule.get("min_quantity") or 1, rule.get("max_quantity") or 1000))
+                        bounds=bounds)
     if "quantity" in sent and not form.validate():
         return render("portal/plan_change.html", sub=sub, product=product, form=form,
                       preview=None), 400
+    if not settings()["quantity_change"]["enabled"] and form.quantity.data != sub.quantity:
+        abort(404)
+    return preview_then_change(sub, product, form.quantity.data, None, effective_at,
+                               "portal/plan_change.html", product=product, form=form)
+
+
+def preview_then_change(sub, plan, quantity, addons, effective_at, template, **context):
+    """A GET shows what the change costs (``billing.preview_plan_change``), a POST makes it
+    (``billing.change_plan``, with the same terms, so the amount charged is the one shown):
+    to the payment page when something is charged now, else back with what happens when."""
+    product = plan
     try:
-        preview = billing.preview_plan_change(sub, product, form.quantity.data)
+        preview = billing.preview_plan_change(sub, product, quantity, addons=addons,
+                                              effective_at=effective_at)
     except billing.BillingError as error:
         flash(refusal(error), "error")
         return back_to(sub)
     if request.method == "GET":
-        return render("portal/plan_change.html", sub=sub, product=product, form=form, preview=preview)
+        return render(template, sub=sub, preview=preview, **context)
     try:
-        payment = billing.change_plan(sub, product, form.quantity.data)
+        payment = billing.change_plan(sub, product, quantity, addons=addons,
+                                      effective_at=effective_at)
     except billing.BillingError as error:
         flash(refusal(error), "error")
         return back_to(sub)
     if payment is not None:
         return redirect(url_for(".payment", payment_id=payment.id), 303)
-    flash(_("Your plan is now %(plan)s.", plan=product.name) if preview.upgrade
-          else _("Your plan changes to %(plan)s on %(date)s.", plan=product.name,
-                 date=format_day(preview.effective_at)))
+    if product.id != sub.product_id:
+        flash(_("Your plan is now %(plan)s.", plan=product.name) if preview.upgrade
+              else _("Your plan changes to %(plan)s on %(date)s.", plan=product.name,
+                     date=format_day(preview.effective_at)))
+    else:
+        flash(_("Your subscription is changed.") if preview.upgrade
+              else _("Your subscription changes on %(date)s, your next billing date.",
+                     date=format_day(preview.effective_at)))
     return done(url_for(".subscription", subscription_id=sub.id))
+
+
+@bp.route("/subscriptions/<subscription_id>/seats", methods=["GET", "POST"])
+@portal_page
+@QUANTITY_CHANGE
+def change_seats(customer, subscription_id):
+    """Change the quantity (seats) of the current plan, within the merchant's minimum and
+    maximum: the form, then (with ``quantity``) its preview, then (POST) the change, charged
+    now and prorated or at the next renewal as the merchant says (fewer seats: at the next
+    renewal, like a downgrade)."""
+    sub = own_subscription(customer, subscription_id)
+    if sub.status != "active":
+        flash(str(REFUSALS["INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED"]), "error")
+        return back_to(sub)
+    sent = request.form if request.method == "POST" else request.args
+    bounds, effective_at = change_terms(sub)
+    form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
+                        meta={"csrf": False}, bounds=bounds)
+    asked = "quantity" in sent and form.validate()
+    if asked and form.quantity.data == sub.quantity:
+        form.quantity.errors = [_("You have %(quantity)d now: choose another quantity.",
+                                  quantity=sub.quantity)]
+        asked = False
+    if not asked:
+        if request.method == "POST" and not form.errors:
+            abort(400)
+        return render("portal/seats.html", sub=sub, form=form, bounds=bounds,
+                      preview=None), 400 if form.errors else 200
+    return preview_then_change(sub, sub.product, form.quantity.data, None, effective_at,
+                               "portal/seats.html", form=form, bounds=bounds)
+
+
+ADDON_MAX = 1000
+
+
+def asked_addons(sent, offered) -> tuple[list[dict] | None, dict]:
+    """The add-ons a form asks for (``addon-<id>`` = quantity, 0 or empty: none), as
+    ``[{addon_id, quantity}]``, and a message per add-on whose quantity is not a whole number
+    from 0 to ``ADDON_MAX``; ``None`` when the form sent no add-on."""
+    if not any(f"addon-{addon.id}" in sent for addon in offered):
+        return None, {}
+    asked, errors = [], {}
+    for addon in offered:
+        raw = (sent.get(f"addon-{addon.id}") or "0").strip()
+        if not raw.isdigit() or int(raw) > ADDON_MAX:
+            errors[addon.id] = _("Enter a quantity from %(low)d to %(high)d.", low=0, high=ADDON_MAX)
+        elif int(raw):
+            asked.append({"addon_id": addon.id, "quantity": int(raw)})
+    return asked, errors
+
+
+@bp.route("/subscriptions/<subscription_id>/addons", methods=["GET", "POST"])
+@portal_page
+@PLAN_CHANGE
+def change_addons(customer, subscription_id):
+    """Add or remove the add-ons the plan offers, and change their quantities: the form, then
+    (with ``addon-<id>`` quantities) its preview, then (POST) the change, charged now and
+    prorated or at the next renewal as the merchant says (an add-on removed: at the next
+    renewal, like a downgrade)."""
+    sub = own_subscription(customer, subscription_id)
+    offered = offered_addons(sub)
+    if not offered:
+        abort(404)
+    if sub.status != "active":
+        flash(str(REFUSALS["INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED"]), "error")
+        return back_to(sub)
+    sent = request.form if request.method == "POST" else request.args
+    current = {item["addon_id"]: item["quantity"] for item in sub.addons}
+    asked, errors = asked_addons(sent, offered)
+    unchanged = asked is not None and not errors and (
+        {item["addon_id"]: item["quantity"] for item in asked} == current)
+    if asked is None or errors or unchanged:
+        if request.method == "POST" and asked is None:
+            abort(400)
+        values = {addon.id: sent.get(f"addon-{addon.id}", current.get(addon.id, 0))
+                  for addon in offered}
+        message = _("These are your add-ons now: change a quantity to see the price.") if unchanged else None
+        return render("portal/addons.html", sub=sub, offered=offered, values=values, errors=errors,
+                      message=message, preview=None), 400 if errors or unchanged else 200
+    _bounds, effective_at = change_terms(sub)
+    return preview_then_change(sub, sub.product, sub.quantity, asked, effective_at,
+                               "portal/addons.html", offered=offered,
+                               values={item["addon_id"]: item["quantity"] for item in asked})
 
 
 # --- Updating the payment method -----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Deep links into one portal flow: a portal session limited to one task (update the payment
-method of a subscription, cancel it, change its plan, confirm one given plan change, update
-the profile), and where the customer goes once it is done (``after_completion``).
+method of a subscription, cancel it, change its plan, seats or add-ons, confirm one given plan
+or quantity change, update the profile), and where the customer goes once it is done (``after_completion``).
 
 The merchant asks for one with the API's portal session (its optional JSON body, which the
 Dodo SDK sends with ``extra_body``) or the dashboard's "Share invite". The flow is checked
@@ -30,13 +30,20 @@ PAGES = {
     "payment_method_update": {"portal.payment_method", "portal.add_card", "portal.card_added",
                               "portal.payment", "portal.payment_status"},
     "subscription_cancel": {"portal.cancel"},
-    "subscription_update": {"portal.plans", "portal.change_plan", "portal.payment",
-                            "portal.payment_status"},
-    "subscription_update_confirm": {"portal.change_plan", "portal.payment", "portal.payment_status"},
+    "subscription_update": {"portal.plans", "portal.change_plan", "portal.change_seats",
+                            "portal.change_addons", "portal.payment", "portal.payment_status"},
+    "subscription_update_confirm": {"portal.change_plan", "portal.change_seats", "portal.payment",
+                                    "portal.payment_status"},
     "customer_update": {"portal.profile", "portal.change_email", "portal.sign_in_again",
                         "portal.export_my_data"},
 }
 ALWAYS = {"portal.flow_done"}
+
+
+def QUANTITY_ONLY(settings: dict) -> bool:  # noqa: N802  a feature check like FEATURE's
+    """What a ``subscription_update_confirm`` of the subscription's own plan needs on: seat
+    changes (a change of quantity only)."""
+    return settings["quantity_change"]["enabled"]
 
 
 class FlowError(Exception):
@@ -80,7 +87,9 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
             raise FlowError("NOT_FOUND", "No such product.")
         stored["product_id"] = product.id
         stored["quantity"] = flow.get("quantity") or sub.quantity
-    if not FEATURE[kind](portal_settings.load(customer.business_id, customer.mode)[0]):
+        stored["same_plan"] = product.id == sub.product_id  # a change of quantity (seats) only
+    feature = QUANTITY_ONLY if stored.get("same_plan") else FEATURE[kind]
+    if not feature(portal_settings.load(customer.business_id, customer.mode)[0]):
         raise FlowError("PORTAL_FEATURE_DISABLED",
                         f"The {kind} flow needs a portal feature this business has switched off.")
     after = dict(after or {"type": "hosted_confirmation"})
@@ -103,6 +112,8 @@ def start(flow: dict) -> str:
         return url_for("portal.cancel", subscription_id=sub)
     if kind == "subscription_update":
         return url_for("portal.plans", subscription_id=sub)
+    if kind == "subscription_update_confirm" and flow.get("same_plan"):
+        return url_for("portal.change_seats", subscription_id=sub, quantity=flow["quantity"])
     if kind == "subscription_update_confirm":
         return url_for("portal.change_plan", subscription_id=sub, product_id=flow["product_id"],
                        quantity=flow["quantity"])

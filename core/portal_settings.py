@@ -1,11 +1,12 @@
 """The portal each merchant configures, per business and mode: which features customers have
-(billing history, payment method update, cancellation, plan change, seat change, the profile
-fields they may edit, license activation removal), how cancellation works (when, with or
-without a prorated refund, which reasons are offered and whether one is required) and, per
-product, which products and quantities a plan change may go to.
+(billing history, payment method update, cancellation, plan change and add-ons, seat change,
+pausing, the profile fields they may edit, license activation removal), how cancellation works
+(when, with or without a prorated refund, which reasons are offered and whether one is
+required) and, per product, which products and quantities a plan change may go to and whether
+a change is charged now (prorated) or at the next renewal.
 
 Settings are read afresh for every request (``current``), so a change applies to the next page
-a customer opens. A business that never changed them has ``DEFAULTS``: everything on, the
+a customer opens. A business that never changed them has ``DEFAULTS``: everything on but pausing, the
 customer's choice of when to cancel, Dodo's ``cancellation_feedback`` values as reasons.
 """
 
@@ -34,6 +35,7 @@ DEFAULTS = {
                      "reasons": list(REASONS), "reason_required": False},
     "plan_change": {"enabled": True, "products": []},
     "quantity_change": {"enabled": True},
+    "pause": {"enabled": False},  # customers pause and resume only where the merchant says so
 }
 
 
@@ -82,6 +84,16 @@ def product_rule(settings: dict, product_id: str) -> dict | None:
     """The plan-change rule the merchant set for subscriptions of ``product_id``, if any."""
     return next((rule for rule in settings["plan_change"]["products"]
                  if rule["product_id"] == product_id), None)
+
+
+def change_terms(settings: dict, product_id: str) -> tuple[tuple[int, int], str]:
+    """For a subscription of ``product_id``: the quantities (seats) its customer may choose,
+    ``(min, max)``, and when a plan, seat or add-on change takes effect, as
+    ``billing.change_plan``'s ``effective_at`` (``immediately``: charged now, prorated;
+    ``next_billing_date``: at the next renewal), from the product's rule or the defaults."""
+    rule = product_rule(settings, product_id) or {}
+    when = "next_billing_date" if rule.get("proration") == "next_billing_date" else "immediately"
+    return (rule.get("min_quantity") or 1, rule.get("max_quantity") or 1000), when
 
 
 def cancel_whens(settings: dict) -> tuple[str, ...]:

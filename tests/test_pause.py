@@ -12,8 +12,8 @@ from dodopayments import DodoPayments, UnprocessableEntityError
 from test_in_flight import renewal_in_flight
 from test_portal import post, sign_in, text
 
-from core import auth, billing
-from core.models import Business, Event, Payment, Subscription, utcnow
+from core import auth, billing, portal_settings
+from core.models import Event, Payment, Subscription, utcnow
 from plugins.mail import outbox_messages
 from plugins.sandbox import charges
 
@@ -230,7 +230,8 @@ def test_a_merchant_pauses_and_resumes_from_the_customer_page(client, business, 
 
 
 def allow_customers_to_pause(business):
-    Business.update(settings={"customers_may_pause": True}).where(Business.id == business.id).execute()
+    """The merchant turns pausing on in its portal settings (test mode)."""
+    portal_settings.save(business.id, "test", {"pause": {"enabled": True}})
 
 
 def test_customers_cannot_pause_unless_the_business_allows_it(client, customer, started):

@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import csrf_token
 
-from core import auth
+from core import auth, portal_settings
 from core.models import (
+    Addon,
     Business,
     Customer,
     Invoice,
@@ -20,6 +21,7 @@ from core.models import (
     Payment,
     PaymentMethod,
     Product,
+    ProductAddon,
     Refund,
     Subscription,
     new_id,
@@ -87,14 +89,19 @@ def worlds(business, customer, product):
     """Ann's records, and those of Bob (same business and mode), Dana (same business, live
     mode) and Zed (another business); ``product_id`` is a plan each may change to. Both
     businesses let their customers pause, so that every portal page is there."""
-    Business.update(settings={"customers_may_pause": True}).execute()
+    for mode in ("test", "live"):
+        portal_settings.save(business.id, mode, {"pause": {"enabled": True}})
+    seats = Addon.create(business=business, mode="test", name="Extra storage", price=300,
+                         currency="EUR")
+    ProductAddon.create(product=product, addon=seats)  # so that its add-ons page is there
     ann = records(customer, product)
     ann["product_id"] = plan(business, "test", "Team", 4500).id
     bob = records(Customer.create(business=business, mode="test", email="bob@example.com"), product)
     live_plan = plan(business, "live")
     dana = records(Customer.create(business=business, mode="live", email="ann@example.com"), live_plan)
     dana["product_id"] = plan(business, "live", "Team", 4500).id
-    other = Business.create(name="Other Shop", settings={"customers_may_pause": True})
+    other = Business.create(name="Other Shop")
+    portal_settings.save(other.id, "test", {"pause": {"enabled": True}})
     zed = records(Customer.create(business=other, mode="test", email="ann@example.com"),
                   plan(other, "test"))
     zed["product_id"] = plan(other, "test", "Team", 4500).id

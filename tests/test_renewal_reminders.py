@@ -149,10 +149,8 @@ def test_the_merchant_sets_reminders_in_the_dashboard(client, business):
         "csrf_token": csrf_token(page.text), "renewal_reminders": "all", "renewal_reminder_days": "0"})
     assert bad.status_code == 400 and "Enter a number of days from 1 to 90." in bad.text
     client.post("/dashboard/subscription-settings", data={
-        "csrf_token": csrf_token(page.text), "customers_may_pause": "y", "renewal_reminders": "all",
-        "renewal_reminder_days": "7"})
-    assert business.refresh().settings == {"customers_may_pause": True, "renewal_reminders": "all",
-                                           "renewal_reminder_days": 7}
+        "csrf_token": csrf_token(page.text), "renewal_reminders": "all", "renewal_reminder_days": "7"})
+    assert business.refresh().settings == {"renewal_reminders": "all", "renewal_reminder_days": 7}
 
 
 def test_a_subscription_whose_term_ends_at_that_date_is_not_reminded(app, business, customer,

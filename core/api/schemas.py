@@ -1181,7 +1181,10 @@ class PortalConfigurationUpdate(In):
     profile_fields: ProfileFieldsIn = None
     cancellation: CancellationIn = None
     plan_change: PlanChangeIn = None
-    quantity_change: Enabled = None
+    quantity_change: Enabled = Field(None, description="Customers may change the quantity "
+                                                       "(seats) of their plan.")
+    pause: Enabled = Field(None, description="Customers may pause and resume their subscriptions "
+                                             "(off unless turned on).")
 
 
 class ProfileFields(Out):
@@ -1228,3 +1231,4 @@ class PortalConfiguration(Out):
     cancellation: Cancellation
     plan_change: PlanChange
     quantity_change: EnabledOut
+    pause: EnabledOut
