@@ -114,3 +114,27 @@ def test_existing_subscriptions_take_the_prices_their_renewals_were_charging(app
     assert (sub.unit_amount, sub.tax_rate_bps, sub.credit_balance) == (1500, 2000, 0)
     assert sub.addons == [{"addon_id": seat.id, "name": "Seat", "quantity": 2, "unit_amount": 500}]
     db.close()
+
+
+def test_a_business_that_let_customers_pause_keeps_it_as_a_portal_setting_in_both_modes(
+        app, fresh_database_url):
+    from core import portal_settings
+    from core.models import Business
+
+    init_db(fresh_database_url())
+    migrate(app)
+    pausing = Business.create(name="Pausing", settings={"customers_may_pause": True,
+                                                        "renewal_reminders": "all"})
+    configured = Business.create(name="Configured", settings={"customers_may_pause": True})
+    portal_settings.save(configured.id, "live", {"billing_history": False})
+    never = Business.create(name="Never", settings={"customers_may_pause": False})
+    db.execute_sql("DELETE FROM schema_migration WHERE name = '0018p_pause_in_portal_settings'")
+    assert migrate(app) == ["core:0018p_pause_in_portal_settings"]
+    for business in (pausing, configured):
+        for mode in ("test", "live"):
+            assert portal_settings.load(business.id, mode)[0]["pause"] == {"enabled": True}
+    assert portal_settings.load(configured.id, "live")[0]["billing_history"] is False
+    assert portal_settings.load(never.id, "test")[0]["pause"] == {"enabled": False}
+    assert Business.get_by_id(pausing.id).settings == {"renewal_reminders": "all"}
+    assert Business.get_by_id(never.id).settings == {}
+    db.close()

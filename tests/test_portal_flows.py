@@ -113,6 +113,29 @@ def test_a_given_plan_change_goes_straight_to_its_preview_and_is_charged_on_conf
     assert "All done" in text(client.get("/portal/flow/done"))
 
 
+def test_a_given_quantity_of_the_same_plan_goes_straight_to_its_preview_and_is_charged_on_confirming(
+        api, client, customer, product, subscribe, team):
+    sub, _ = subscribe(customer, product)
+    link = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
+                                     "product_id": product.id, "quantity": 3}).json["link"]
+    landing = open_link(client, link)
+    assert urlsplit(landing).path == f"/portal/subscriptions/{sub.id}/seats"
+    preview = text(client.get(landing))
+    assert "From 1 to 3." in preview and "Due now" in preview
+    assert client.get(f"/portal/subscriptions/{sub.id}/plan/{team.id}").status_code == 404
+    answer = post(client, urlsplit(landing).path, {"quantity": "3"}, page=landing)
+    assert 'href="/portal/flow/done"' in client.get(answer.headers["Location"]).text
+    assert sub.refresh().quantity == 3 and sub.refresh().product_id == product.id
+
+
+def test_a_quantity_flow_needs_seat_changes_on(api, customer, product, subscribe):
+    sub, _ = subscribe(customer, product)
+    api.patch("/customer-portal/configuration", {"quantity_change": {"enabled": False}})
+    answer = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
+                                       "product_id": product.id, "quantity": 3})
+    assert answer.status_code == 409 and answer.json["code"] == "PORTAL_FEATURE_DISABLED"
+
+
 def test_the_plan_update_flow_lists_the_plans_then_changes_one(api, client, customer, product,
                                                                subscribe, team):
     sub, _ = subscribe(customer, product)

@@ -74,6 +74,16 @@ FEATURES = {  # setting: (pages answering 404 while off, forms answering 404, li
         {"license_activation_removal": False}, [],
         ["/portal/licenses/{key}/instances/{instance}/deactivate"],
         ("/portal/licenses", "/deactivate")),
+    "quantity_change": (
+        {"quantity_change": {"enabled": False}},
+        ["/portal/subscriptions/{sub}/seats", "/portal/subscriptions/{sub}/seats?quantity=3"],
+        ["/portal/subscriptions/{sub}/seats"],
+        ("/portal/subscriptions/{sub}", 'href="/portal/subscriptions/{sub}/seats"')),
+    "pause": (
+        {"pause": {"enabled": False}},
+        ["/portal/subscriptions/{sub}/pause"],
+        ["/portal/subscriptions/{sub}/pause", "/portal/subscriptions/{sub}/resume"],
+        ("/portal/subscriptions/{sub}", 'href="/portal/subscriptions/{sub}/pause"')),
     "email_change": (
         {"profile_fields": {"email": False}}, [],
         ["/portal/profile/email", "/portal/profile/sign-in-again"],
@@ -85,6 +95,9 @@ FEATURES = {  # setting: (pages answering 404 while off, forms answering 404, li
 def test_a_feature_switched_off_is_refused_and_its_links_are_gone_then_works_again(
         ann, api, set_portal, world, feature):
     changes, pages, forms, (page, link) = FEATURES[feature]
+    on = {name: (True if not isinstance(value, dict) else {k: True for k in value})
+          for name, value in changes.items()}
+    set_portal(**on)  # pausing is off unless the merchant turns it on; the rest is on already
     assert link.format(**world) in ann.get(page.format(**world)).text
     setting = set_portal(**changes)
     for name, value in changes.items():
@@ -98,8 +111,7 @@ def test_a_feature_switched_off_is_refused_and_its_links_are_gone_then_works_aga
                                                 "email": "new@example.com"}).status_code == 404, path
     assert link.format(**world) not in ann.get(page.format(**world)).text
 
-    set_portal(**{name: (True if not isinstance(value, dict) else {k: True for k in value})
-                  for name, value in changes.items()})
+    set_portal(**on)
     for path in pages:
         assert ann.get(path.format(**world)).status_code == 200, path
     assert link.format(**world) in ann.get(page.format(**world)).text
@@ -113,6 +125,7 @@ def test_the_api_answers_the_defaults_until_the_merchant_changes_something(api, 
                                       "prorated_refund": False, "reason_required": False,
                                       "reasons": list(portal_settings.REASONS)}
     assert answer["plan_change"] == {"enabled": True, "products": []}
+    assert answer["quantity_change"] == {"enabled": True} and answer["pause"] == {"enabled": False}
 
 
 def test_the_api_merges_a_change_and_checks_it(api, product):
@@ -216,6 +229,22 @@ def test_a_plan_only_changes_to_the_products_the_merchant_allows(ann, set_portal
     assert ann.get(f"/portal/subscriptions/{world['sub']}/plan/{agency.id}?quantity=3").status_code == 200
 
 
+def test_where_the_merchant_charges_changes_at_the_renewal_an_upgrade_waits_for_it(
+        ann, set_portal, product, world):
+    from core.models import Subscription
+    from plugins.sandbox import charges
+
+    set_portal(plan_change={"products": [{"product_id": product.id, "switch_to": [world["team"]],
+                                          "proration": "next_billing_date"}]})
+    path = f"/portal/subscriptions/{world['sub']}/plan/{world['team']}"
+    assert "Due now €0.00" in text(ann.get(f"{path}?quantity=1"))
+    answer = post(ann, path, {"quantity": "1"}, page=f"{path}?quantity=1")
+    sub = Subscription.get_by_id(world["sub"])
+    assert answer.status_code == 303 and len(charges()) == 1
+    assert sub.product_id == product.id and sub.scheduled_change["product_id"] == world["team"]
+    assert "Your plan changes to Team on" in text(ann.get(f"/portal/subscriptions/{sub.id}"))
+
+
 # --- Profile fields ----------------------------------------------------------------------------------
 
 
@@ -252,7 +281,7 @@ def test_the_dashboard_edits_the_same_settings_the_api_reads(client, business, p
         "csrf_token": csrf_token(page.text), "payment_method_update": "y",
         "license_activation_removal": "y", "profile_name": "y", "cancellation_enabled": "y",
         "cancellation_mode": "at_period_end", "reasons": ["too_expensive", "other"],
-        "reason_required": "y", "plan_change_enabled": "y",
+        "reason_required": "y", "plan_change_enabled": "y", "pause_enabled": "y",
         "products-0-product_id": product.id, "products-0-limited": "y",
         "products-0-min_quantity": "1", "products-0-max_quantity": "3",
         "products-0-proration": "next_billing_date"})
@@ -260,6 +289,7 @@ def test_the_dashboard_edits_the_same_settings_the_api_reads(client, business, p
     setting = api.get("/customer-portal/configuration").json
     assert setting["billing_history"] is False and setting["payment_method_update"] is True
     assert setting["profile_fields"]["email"] is False
+    assert setting["pause"] == {"enabled": True} and setting["quantity_change"] == {"enabled": False}
     assert setting["cancellation"]["mode"] == "at_period_end"
     assert setting["cancellation"]["reasons"] == ["too_expensive", "other"]
     assert setting["plan_change"]["products"] == [{"product_id": product.id, "switch_to": [],
