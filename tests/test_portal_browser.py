@@ -16,7 +16,7 @@ import pytest
 from conftest import csp_violations, dies_with_this_run
 from playwright.sync_api import expect
 
-from core import auth, jobs, licensing
+from core import auth, billing, jobs, licensing
 from core.models import Invoice, LicenseKey, Payment, Product, utcnow
 from plugins.sandbox import charges
 
@@ -143,6 +143,31 @@ def test_a_customer_manages_everything_in_the_portal(served, page, business, cus
     expect(page.get_by_text(words["saved"])).to_be_visible()
     assert customer.refresh().phone_number == "+33612345678"
     shot("profile")
+    assert violations == []
+
+
+def test_a_customer_adds_a_seat_after_seeing_its_price(served, page, customer, product, subscribe):
+    sub, _ = subscribe(customer, product, quantity=2)
+    due = billing.preview_plan_change(sub, product, 3).amount_due
+    violations = csp_violations(page)
+
+    page.goto(auth.sign_in_link(customer))
+    page.locator("form[data-continue] button").click()
+    page.wait_for_url(f"{served}/portal/")
+    page.goto(f"{served}/portal/subscriptions/{sub.id}")
+    page.get_by_role("link", name="Change quantity").click()
+    page.get_by_label("Quantity").fill("3")
+    page.get_by_role("button", name="See the price").click()
+    expect(page.locator(".due-now")).to_have_text(f"€{due / 100:.2f}")
+    expect(page.locator(".then")).to_have_text("€54.00 every month")
+    page.screenshot_as("portal-seats-preview-en")
+    page.get_by_role("button", name="Confirm the change").click()
+    expect(page.get_by_role("heading", name="Your subscription is changed")).to_be_visible()
+    expect(page.get_by_text("You now have Pro × 3.")).to_be_visible()
+    assert Payment.get(Payment.kind == "plan_change").amount == due == charges()[-1].amount
+    assert sub.refresh().quantity == 3
+    page.get_by_role("link", name="View the subscription").click()
+    expect(page.locator(".next-payment")).to_contain_text("€54.00")
     assert violations == []
 
 
