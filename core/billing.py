@@ -687,9 +687,40 @@ def _renewal_failed(payment: Payment, sub: Subscription):
     _transition(sub, "on_hold", in_trial=False)  # a trial's first charge failed: the trial is over
 
 
+def _arrears_failed(payment: Payment, sub: Subscription):
+    """Arrears declined by a card saved for that charge (never charged before, paying for no
+    other subscription; ``update_payment_method`` says so on the payment): the card is not
+    kept, since it cannot pay, and the subscription goes back to the method it had (or the
+    customer's default). Kept when nothing else could pay, or once it is in other use."""
+    if not payment.metadata.get("card_saved_for_this_charge"):
+        return
+    card = PaymentMethod.get_or_none((PaymentMethod.id == payment.payment_method_id)
+                                     & PaymentMethod.deleted_at.is_null())
+    if card is None or (
+            Payment.select().where((Payment.payment_method == card) & (Payment.id != payment.id)).exists()
+            or Subscription.select().where((Subscription.payment_method == card)
+                                           & (Subscription.id != sub.id)).exists()):
+        return
+    live = (PaymentMethod.customer == payment.customer_id) & PaymentMethod.deleted_at.is_null() & (
+        PaymentMethod.id != card.id)
+    had = payment.metadata.get("previous_payment_method_id")
+    heir = (PaymentMethod.get_or_none(live & (PaymentMethod.id == had))
+            or PaymentMethod.select().where(live).order_by(PaymentMethod.is_default.desc(),
+                                                           PaymentMethod.created_at.desc()).first())
+    if heir is None:
+        return
+    PaymentMethod.update(deleted_at=utcnow(), is_default=False).where(PaymentMethod.id == card.id).execute()
+    if card.is_default:
+        PaymentMethod.update(is_default=True).where(PaymentMethod.id == heir.id).execute()
+    if sub.payment_method_id == card.id:
+        sub.payment_method, sub.updated_at = heir, utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+
+
 _SUCCEEDED = {"new": _new_succeeded, "renewal": _renewal_succeeded,
               "arrears": _arrears_succeeded, "plan_change": _plan_change_succeeded}
-_FAILED = {"new": _new_failed, "renewal": _renewal_failed, "arrears": _nothing,
+_FAILED = {"new": _new_failed, "renewal": _renewal_failed, "arrears": _arrears_failed,
            "plan_change": _nothing}
 
 
@@ -1032,7 +1063,8 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
     renewal with ``method`` and returns that payment; while a charge is in flight, further
     calls return it unchanged (however many clicks or tabs), so the method charged stays the
     subscription's method; a card that declined less than ``SAME_CARD_RETRY`` ago returns
-    that declined attempt rather than being charged again.
+    that declined attempt rather than being charged again. A card saved for this charge that
+    declines at it is not kept (``_arrears_failed``).
     """
     _check_method(subscription.customer, method)
     with transaction():
@@ -1061,6 +1093,12 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
                   .order_by(Payment.created_at.desc()).first())
         attempt = Payment.select().where((Payment.subscription == sub)
                                          & (Payment.kind == "arrears")).count() + 1
+        saved_for_this = not (  # a card just saved to pay what is due: not kept if it declines
+            Payment.select().where(Payment.payment_method == method).exists()
+            or Subscription.select().where((Subscription.payment_method == method)
+                                           & (Subscription.id != sub.id)).exists())
+        facts = {"previous_payment_method_id": sub.payment_method_id,
+                 "card_saved_for_this_charge": saved_for_this}
         sub.payment_method, sub.updated_at = method, utcnow()
         sub.save()
         if unpaid is not None:
@@ -1073,7 +1111,7 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
         payment = _new_payment(sub.customer, method, "arrears", charge,
                                f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
                                subscription=sub, product=sub.product,
-                               description=sub.product.name)
+                               description=sub.product.name, metadata=facts)
         _queue_charge(payment)
     return payment
 

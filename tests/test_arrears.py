@@ -68,6 +68,28 @@ def test_a_declined_card_leaves_it_on_hold_and_another_card_then_succeeds(custom
     assert Invoice.select().where(Invoice.payment.in_([declined, retried])).count() == 1
 
 
+def test_a_card_saved_for_the_arrears_that_declines_them_is_not_kept(customer, on_hold, save_card):
+    from core import payment_methods
+
+    sub = on_hold()
+    previous = sub.payment_method_id
+    card = save_card(customer, "4000 0000 0000 9995")  # saves fine, declines at its first charge
+    assert billing.update_payment_method(sub, card).refresh().status == "failed"
+    assert card.refresh().deleted_at is not None
+    assert "9995" not in [m.last4 for m in payment_methods.saved(customer)]
+    assert sub.refresh().payment_method_id == previous and sub.status == "on_hold"
+
+
+def test_a_card_already_in_use_that_declines_the_arrears_is_kept(customer, product, on_hold,
+                                                                subscribe, save_card):
+    sub = on_hold()
+    other, _ = subscribe(customer, product)  # paid with a good card; then moved to one that declines
+    card = save_card(customer, "pm_card_insufficientFunds")
+    billing.update_payment_method(other, card)
+    assert billing.update_payment_method(sub, card).refresh().status == "failed"
+    assert card.refresh().deleted_at is None and sub.refresh().payment_method_id == card.id
+
+
 def test_an_active_subscription_only_switches_its_method(customer, product, subscribe, save_card):
     sub, _ = subscribe(customer, product)
     card = save_card(customer, "pm_card_mastercard")

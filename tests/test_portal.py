@@ -333,6 +333,22 @@ def test_a_downgrade_is_scheduled_for_the_next_billing_date(ann, customer, produ
 # --- The payment method -------------------------------------------------------------------------
 
 
+def test_a_new_card_that_declines_the_arrears_is_not_kept_and_the_page_says_so(ann, customer, on_hold,
+                                                                              save_card):
+    sub = on_hold()
+    card = save_card(customer, "pm_card_insufficientFunds")  # as the provider's card form saves it
+    page = f"/portal/subscriptions/{sub.id}/payment-method"
+    answer = post(ann, page, {"payment_method": card.id},
+                  page=f"{page}/added?payment_method={card.id}")
+    result = text(ann.get(answer.headers["Location"]))
+    assert "The payment did not go through" in result
+    assert "Visa •••• 9995 is not kept among your payment methods." in result
+    assert "•••• 9995" not in text(ann.get("/portal/payment-methods"))
+    assert ann.get(f"{page}/added?payment_method={card.id}").status_code == 404
+    assert sub.refresh().status == "on_hold" and sub.payment_method_id != card.id
+
+
+
 def test_an_active_subscription_switches_to_a_saved_card(ann, customer, product, subscribe, save_card):
     sub, _ = subscribe(customer, product)
     card = save_card(customer, "pm_card_mastercard")
