@@ -628,14 +628,13 @@ def change_plan(customer, subscription_id, product_id):
     if not settings()["quantity_change"]["enabled"] and form.quantity.data != sub.quantity:
         abort(404)
     return preview_then_change(sub, product, form.quantity.data, None, effective_at,
-                               "portal/plan_change.html", product=product, form=form)
+                               "portal/plan_change.html", form=form)
 
 
-def preview_then_change(sub, plan, quantity, addons, effective_at, template, **context):
+def preview_then_change(sub, product, quantity, addons, effective_at, template, **context):
     """A GET shows what the change costs (``billing.preview_plan_change``), a POST makes it
     (``billing.change_plan``, with the same terms, so the amount charged is the one shown):
     to the payment page when something is charged now, else back with what happens when."""
-    product = plan
     try:
         preview = billing.preview_plan_change(sub, product, quantity, addons=addons,
                                               effective_at=effective_at)
@@ -643,7 +642,7 @@ def preview_then_change(sub, plan, quantity, addons, effective_at, template, **c
         flash(refusal(error), "error")
         return back_to(sub)
     if request.method == "GET":
-        return render(template, sub=sub, preview=preview, **context)
+        return render(template, sub=sub, product=product, preview=preview, **context)
     try:
         payment = billing.change_plan(sub, product, quantity, addons=addons,
                                       effective_at=effective_at)

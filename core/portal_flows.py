@@ -1,6 +1,7 @@
 """Deep links into one portal flow: a portal session limited to one task (update the payment
 method of a subscription, cancel it, change its plan, seats or add-ons, confirm one given plan
-or quantity change, update the profile), and where the customer goes once it is done (``after_completion``).
+or quantity change, update the profile), and where the customer goes once it is done
+(``after_completion``).
 
 The merchant asks for one with the API's portal session (its optional JSON body, which the
 Dodo SDK sends with ``extra_body``) or the dashboard's "Share invite". The flow is checked
@@ -40,9 +41,9 @@ PAGES = {
 ALWAYS = {"portal.flow_done"}
 
 
-def QUANTITY_ONLY(settings: dict) -> bool:  # noqa: N802  a feature check like FEATURE's
-    """What a ``subscription_update_confirm`` of the subscription's own plan needs on: seat
-    changes (a change of quantity only)."""
+def seat_changes_on(settings: dict) -> bool:
+    """The feature a ``subscription_update_confirm`` of the subscription's own plan (a change
+    of quantity only) needs on, instead of plan changes: seat changes."""
     return settings["quantity_change"]["enabled"]
 
 
@@ -88,7 +89,7 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
         stored["product_id"] = product.id
         stored["quantity"] = flow.get("quantity") or sub.quantity
         stored["same_plan"] = product.id == sub.product_id  # a change of quantity (seats) only
-    feature = QUANTITY_ONLY if stored.get("same_plan") else FEATURE[kind]
+    feature = seat_changes_on if stored.get("same_plan") else FEATURE[kind]
     if not feature(portal_settings.load(customer.business_id, customer.mode)[0]):
         raise FlowError("PORTAL_FEATURE_DISABLED",
                         f"The {kind} flow needs a portal feature this business has switched off.")
