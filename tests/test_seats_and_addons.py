@@ -140,13 +140,15 @@ def test_an_add_on_removed_takes_effect_at_the_next_renewal_which_charges_withou
     assert sub.refresh().addons == [] and sub.refresh().scheduled_change is None
 
 
-def test_fewer_seats_wait_for_the_renewal(ann, customer, product, subscribe):
-    sub, _ = subscribe(customer, product, quantity=3)
+def test_fewer_seats_wait_for_the_renewal(ann, customer, product, storage, subscribe):
+    sub, _ = subscribe(customer, product, quantity=3, addons=[{"addon_id": storage.id, "quantity": 1}])
     path = f"/portal/subscriptions/{sub.id}/seats"
     post(ann, path, {"quantity": "2"}, page=f"{path}?quantity=2")
     sub = sub.refresh()
     assert sub.quantity == 3 and sub.scheduled_change["quantity"] == 2
-    assert "Next payment €36.00" in text(ann.get(f"/portal/subscriptions/{sub.id}"))
+    page = text(ann.get(f"/portal/subscriptions/{sub.id}"))
+    assert "your next billing date: Pro × 2, add-ons: Extra storage × 1." in page
+    assert "Next payment €39.60" in page  # (2 × 15.00 + 3.00) + 20 %
     assert len(charges()) == 1
 
 
