@@ -234,3 +234,16 @@ def test_the_api_changes_add_ons_and_an_empty_list_removes_them(api, customer, p
         "addons": []})
     assert removed.status_code == 200, removed.json
     assert Subscription.get_by_id(sub.id).scheduled_change["price"]["addons"] == []
+
+
+def test_with_plan_changes_off_the_add_ons_page_is_gone_and_refused(ann, api, customer, product,
+                                                                     storage, subscribe):
+    sub, _ = subscribe(customer, product)
+    path = f"/portal/subscriptions/{sub.id}/addons"
+    assert f'href="{path}"' in ann.get(f"/portal/subscriptions/{sub.id}").text
+    api.patch("/customer-portal/configuration", {"plan_change": {"enabled": False}})
+    assert ann.get(path).status_code == 404
+    assert post(ann, path, {f"addon-{storage.id}": "1"}, page="/portal/profile").status_code == 404
+    assert f'href="{path}"' not in ann.get(f"/portal/subscriptions/{sub.id}").text
+    api.patch("/customer-portal/configuration", {"plan_change": {"enabled": True}})
+    assert ann.get(path).status_code == 200
