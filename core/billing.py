@@ -692,7 +692,8 @@ def _arrears_failed(payment: Payment, sub: Subscription):
     other subscription; ``update_payment_method`` says so on the payment): the card is not
     kept, since it cannot pay, and the subscription goes back to the method it had (or the
     customer's default). Kept when nothing else could pay, or once it is in other use."""
-    if not payment.metadata.get("card_saved_for_this_charge"):
+    facts = payment.metadata.get("arrears") or {}
+    if not facts.get("card_saved_for_this_charge"):
         return
     card = PaymentMethod.get_or_none((PaymentMethod.id == payment.payment_method_id)
                                      & PaymentMethod.deleted_at.is_null())
@@ -703,7 +704,7 @@ def _arrears_failed(payment: Payment, sub: Subscription):
         return
     live = (PaymentMethod.customer == payment.customer_id) & PaymentMethod.deleted_at.is_null() & (
         PaymentMethod.id != card.id)
-    had = payment.metadata.get("previous_payment_method_id")
+    had = facts.get("previous_payment_method_id")
     heir = (PaymentMethod.get_or_none(live & (PaymentMethod.id == had))
             or PaymentMethod.select().where(live).order_by(PaymentMethod.is_default.desc(),
                                                            PaymentMethod.created_at.desc()).first())
@@ -1111,7 +1112,7 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
         payment = _new_payment(sub.customer, method, "arrears", charge,
                                f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
                                subscription=sub, product=sub.product,
-                               description=sub.product.name, metadata=facts)
+                               description=sub.product.name, metadata={"arrears": facts})
         _queue_charge(payment)
     return payment
 
@@ -1569,7 +1570,7 @@ def change_plan(subscription: Subscription, product: Product, quantity: int = 1,
         payment = _new_payment(sub.customer, sub.payment_method, "plan_change", preview.charge,
                                f"plan_change:{sub.id}:{new_id('ik')}", subscription=sub,
                                product=product, period=period, description=product.name,
-                               metadata={"change": change, "from_product_id": sub.product_id})
+                               metadata={"change": {**change, "from_product_id": sub.product_id}})
         _queue_charge(payment)
     return payment
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import billing
+from core import billing, payloads
 from core.models import Event, Invoice, Payment, db, init_db, utcnow
 from plugins.mail import outbox_messages
 from plugins.sandbox import charges, fail_next
@@ -74,7 +74,8 @@ def test_a_card_saved_for_the_arrears_that_declines_them_is_not_kept(customer, o
     sub = on_hold()
     previous = sub.payment_method_id
     card = save_card(customer, "4000 0000 0000 9995")  # saves fine, declines at its first charge
-    assert billing.update_payment_method(sub, card).refresh().status == "failed"
+    declined = billing.update_payment_method(sub, card).refresh()
+    assert declined.status == "failed" and payloads.metadata(declined.metadata) == {}  # kept inside
     assert card.refresh().deleted_at is not None
     assert "9995" not in [m.last4 for m in payment_methods.saved(customer)]
     assert sub.refresh().payment_method_id == previous and sub.status == "on_hold"
