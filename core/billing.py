@@ -29,6 +29,7 @@ from core.models import (
     Business,
     CreditNoteSequence,
     Customer,
+    Discount,
     Invoice,
     InvoicePdf,
     InvoiceSequence,
@@ -135,10 +136,14 @@ def price_lines(price: dict, kind: str | None = None) -> list[dict]:
         for item in price["addons"]]
 
 
-def price_charge(price: dict, kind: str | None = None, credit: int = 0) -> dict:
-    """One billing period of ``price`` as a charge (``_charge_for``)."""
-    return _charge_for(price_lines(price, kind), price["tax_rate_bps"], price["tax_inclusive"],
-                       credit)
+def price_charge(price: dict, kind: str | None = None, credit: int = 0,
+                 discount: dict | None = None) -> dict:
+    """One billing period of ``price`` as a charge (``_charge_for``), less ``discount`` (a
+    subscription's, see ``discount_line``) when given."""
+    lines = price_lines(price, kind)
+    off = discount_line(lines, discount) if discount else None
+    return _charge_for(lines + ([off] if off else []), price["tax_rate_bps"],
+                       price["tax_inclusive"], credit)
 
 
 def _record_price(sub: Subscription, price: dict):
@@ -178,9 +183,129 @@ def renewal_price(sub: Subscription) -> dict:
 
 
 def next_charge(sub: Subscription) -> dict:
-    """What the next renewal will charge (``_charge_for``'s answer, credit applied): the
-    amount the subscription page shows is this, and so is the renewal's."""
-    return price_charge(renewal_price(sub), "renewal", sub.credit_balance)
+    """What the next renewal will charge (``_charge_for``'s answer, discount and credit
+    applied): the amount the subscription page shows is this, and so is the renewal's."""
+    discount = current_discount(sub)
+    if (discount and sub.scheduled_change and not discount.get("preserve_on_plan_change")
+            and sub.scheduled_change["product_id"] != sub.product_id):
+        discount = None  # the plan change the renewal applies drops it
+    return price_charge(renewal_price(sub), "renewal", sub.credit_balance, discount)
+
+
+# --- Discounts ---------------------------------------------------------------------------------
+# A subscription given a discount keeps it as it was then (``Subscription.discount``), as it
+# keeps its price: a later change of the code applies to later subscriptions. Each full
+# period it is charged for (the first payment, renewals, arrears of a renewal) has the
+# discount as its own negative invoice line, taken off the lines as sold before tax is
+# worked out on what is left (for tax-inclusive prices, off the gross amount, whose tax is
+# then split out of the smaller total); ``discount_cycles_remaining`` counts down each time
+# such a charge is paid, and at 0 the charges stop having it. Charges of a plan change are
+# not discounted; moving to another product drops the discount unless the code says
+# ``preserve_on_plan_change`` (Dodo's rule), while a quantity or add-on change keeps it.
+
+DISCOUNT_TYPES = ("percentage", "flat")
+
+
+def discount_line(lines: list[dict], discount: dict) -> dict | None:
+    """The negative line ``discount`` adds to ``lines``: ``amount`` basis points of their sum
+    (percentage, rounded half up) or ``amount`` minor units (flat), never more than their sum,
+    so a charge never goes below zero; ``None`` when nothing comes off."""
+    subtotal = sum(item["amount"] for item in lines)
+    if discount["type"] == "percentage":
+        off = round_half_up(Fraction(subtotal * discount["amount"], 10000))
+    else:
+        off = discount["amount"]
+    off = min(off, max(subtotal, 0))
+    if off <= 0:
+        return None
+    name = discount.get("name") or discount["code"]
+    return line("discount", name, 1, -off, description=f"Discount: {name}",
+                discount_id=discount["discount_id"],
+                discount_code=discount["code"], discount_type=discount["type"],
+                discount_amount=discount["amount"])
+
+
+def current_discount(sub: Subscription) -> dict | None:
+    """The discount ``sub``'s next full-period charge takes off, if any cycles are left."""
+    if not sub.discount or sub.discount_cycles_remaining == 0:
+        return None
+    return sub.discount
+
+
+def find_discount(business_id: str, mode: str, code: str) -> Discount:
+    """The discount with this ``code`` (any case) in the business and mode, else
+    ``DISCOUNT_CODE_NOT_FOUND``."""
+    found = Discount.get_or_none((Discount.business == business_id) & (Discount.mode == mode)
+                                 & (Discount.code == code.strip().upper()))
+    if found is None:
+        raise BillingError("DISCOUNT_CODE_NOT_FOUND", f"no discount has the code {code.strip()[:64]}")
+    return found
+
+
+def check_discount(discount: Discount, product: Product, now: datetime | None = None):
+    """Refuse ``discount`` for a subscription to ``product`` when it is not yet valid
+    (``DISCOUNT_CODE_NOT_STARTED``), expired (``DISCOUNT_CODE_EXPIRED``), used up
+    (``DISCOUNT_USAGE_LIMIT_REACHED``) or restricted to other products
+    (``DISCOUNT_NOT_APPLICABLE``)."""
+    now = now or utcnow()
+    if discount.business_id != product.business_id or discount.mode != product.mode:
+        raise BillingError("DISCOUNT_CODE_NOT_FOUND", "no such discount")
+    if discount.starts_at and discount.starts_at > now:
+        raise BillingError("DISCOUNT_CODE_NOT_STARTED",
+                           f"the discount code {discount.code} is not valid yet")
+    if discount.expires_at and discount.expires_at <= now:
+        raise BillingError("DISCOUNT_CODE_EXPIRED", f"the discount code {discount.code} has expired")
+    if discount.usage_limit is not None and discount.times_used >= discount.usage_limit:
+        raise BillingError("DISCOUNT_USAGE_LIMIT_REACHED",
+                           f"the discount code {discount.code} has been used its "
+                           f"{discount.usage_limit} time(s)")
+    if discount.restricted_to and product.id not in discount.restricted_to:
+        raise BillingError("DISCOUNT_NOT_APPLICABLE",
+                           f"the discount code {discount.code} does not apply to {product.name}")
+
+
+def _claim_discount(discount: Discount, product: Product) -> dict:
+    """Count one more subscription given ``discount`` (checked first, see ``check_discount``),
+    in one conditional update so that concurrent uses never pass its usage limit; returns
+    what the subscription keeps of it."""
+    check_discount(discount, product)
+    counted = (Discount.update(times_used=Discount.times_used + 1, updated_at=utcnow())
+               .where((Discount.id == discount.id)
+                      & (Discount.usage_limit.is_null() | (Discount.times_used < Discount.usage_limit)))
+               .execute())
+    if not counted:
+        raise BillingError("DISCOUNT_USAGE_LIMIT_REACHED",
+                           f"the discount code {discount.code} has been used its "
+                           f"{discount.usage_limit} time(s)")
+    return {"discount_id": discount.id, "code": discount.code, "name": discount.name,
+            "type": discount.type, "amount": discount.amount,
+            "subscription_cycles": discount.subscription_cycles,
+            "preserve_on_plan_change": discount.preserve_on_plan_change}
+
+
+def apply_discount(subscription: Subscription, discount: Discount) -> Subscription:
+    """Give an existing subscription ``discount``, from its next renewal on, for the
+    discount's ``subscription_cycles`` (replacing any discount it had). Refused as
+    ``check_discount`` says, and for a subscription that has ended
+    (``SUBSCRIPTION_INACTIVE``). Emits ``subscription.updated``."""
+    with transaction():
+        sub = _locked_subscription(subscription.id)
+        if sub.status not in ("pending", "active", "on_hold", "paused"):
+            raise BillingError("SUBSCRIPTION_INACTIVE",
+                               f"the subscription is {sub.status}: it cannot be given a discount")
+        sub.discount = _claim_discount(discount, sub.product)
+        sub.discount_cycles_remaining = discount.subscription_cycles
+        sub.updated_at = utcnow()
+        sub.save()
+        _emit_subscription("subscription.updated", sub)
+    return sub
+
+
+def _count_discounted_cycle(payment: Payment, sub: Subscription):
+    """A paid charge that had the discount line uses up one of the discount's cycles."""
+    if (sub.discount_cycles_remaining
+            and any(item.get("kind") == "discount" for item in payment.metadata.get("lines", ()))):
+        sub.discount_cycles_remaining -= 1
 
 
 def plan_lines(product: Product, quantity: int, addons=(), label: str | None = None,
@@ -361,7 +486,7 @@ MAX_TRIAL_DAYS = 10000  # Dodo's bound on ``trial_period_days``
 
 def create_subscription(customer: Customer, product: Product, method: PaymentMethod | None,
                         quantity: int = 1, addons=(), billing=None, metadata=None,
-                        trial_period_days: int | None = None):
+                        trial_period_days: int | None = None, discount: Discount | None = None):
     """Subscribe ``customer`` to ``product``: ``pending`` until the first charge settles it
     ``active`` (or ``failed``). Returns ``(subscription, payment)``.
 
@@ -370,7 +495,10 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
     trial until ``next_billing_date``, the trial's end, when the renewal sweep makes its first
     charge (``renew``); its term counts from there. The payment is then ``None``. A trial needs
     ``method`` unless the product's ``trial_payment_method_optional`` says otherwise (a trial
-    that ends without one is charged to no card: on hold, like a failed renewal)."""
+    that ends without one is charged to no card: on hold, like a failed renewal).
+
+    With ``discount`` (refused as ``check_discount`` says), the first charge and the renewals
+    of its cycles are discounted, and it counts as used."""
     days = product.trial_period_days if trial_period_days is None else trial_period_days
     if not 0 <= days <= MAX_TRIAL_DAYS:
         raise BillingError("INVALID_REQUEST_PARAMETERS",
@@ -398,11 +526,14 @@ def create_subscription(customer: Customer, product: Product, method: PaymentMet
             expires_at=add_interval(start, product.subscription_period_interval,
                                     product.subscription_period_count))
         _record_price(sub, price)
+        if discount is not None:  # a trial's discount starts with its first charge
+            sub.discount = _claim_discount(discount, product)
+            sub.discount_cycles_remaining = discount.subscription_cycles
         if days:
             return _start_trial(sub, start), None
         sub.next_billing_date = _period_end(sub, 0)
         sub.save()
-        charge = price_charge(price, "first_payment")
+        charge = price_charge(price, "first_payment", discount=sub.discount)
         charge["lines"] = with_period(charge["lines"], now, sub.next_billing_date)
         payment = _new_payment(customer, method, "new", charge, f"new:{sub.id}", subscription=sub,
                                product=product, period=(now, sub.next_billing_date),
@@ -526,6 +657,8 @@ def run_charge(payment_id: str):
             payment.save()
     if outcome is not None:  # never charge it now: ask how it ended, if it was ever made
         return _look_up_and_settle(payment_id, outcome)
+    if payment.amount == 0:  # a discount took everything off: nothing for a provider to take
+        return settle(payment_id, ChargeResult("succeeded"))
     provider, refusal = _provider_for(payment)
     if refusal:
         return settle(payment_id, refusal)
@@ -634,6 +767,7 @@ def _wanted(payment: Payment, sub: Subscription | None) -> bool:
 
 def _new_succeeded(payment: Payment, sub: Subscription | None):
     if sub is not None:
+        _count_discounted_cycle(payment, sub)
         _transition(sub, "active")
     _issue_license_key(payment.product, payment.customer, payment=payment,
                        subscription=payment.subscription)
@@ -642,6 +776,7 @@ def _new_succeeded(payment: Payment, sub: Subscription | None):
 def _renewal_succeeded(payment: Payment, sub: Subscription):
     sub.credit_balance = max(sub.credit_balance - charge_terms(payment)[1], 0)
     sub.in_trial = False  # a trial's first charge is paid: a paying subscription now
+    _count_discounted_cycle(payment, sub)
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = payment.period_start, payment.period_end
     sub.updated_at = utcnow()
@@ -660,6 +795,7 @@ def _arrears_period(payment: Payment, sub: Subscription):
 def _arrears_succeeded(payment: Payment, sub: Subscription):
     """Arrears paid: active again, for the period that starts at the time of payment."""
     credit = charge_terms(payment)[1]
+    _count_discounted_cycle(payment, sub)
     _transition(sub, "active", billing_anchor=payment.period_start, cycles=0,
                 previous_billing_date=payment.period_start, next_billing_date=payment.period_end,
                 credit_balance=max(sub.credit_balance - credit, 0))
@@ -909,6 +1045,8 @@ def _renewed_from_credit(sub: Subscription, charge: dict, start: datetime, end: 
     """A renewal the credit balance pays in full: the period is renewed, nothing is charged."""
     sub.credit_balance -= charge["credit_applied"]
     sub.in_trial = False
+    if sub.discount_cycles_remaining and any(item.get("kind") == "discount" for item in charge["lines"]):
+        sub.discount_cycles_remaining -= 1
     sub.cycles += 1
     sub.previous_billing_date, sub.next_billing_date = start, end
     sub.updated_at = utcnow()
@@ -1106,9 +1244,11 @@ def update_payment_method(subscription: Subscription, method: PaymentMethod) -> 
             inclusive, credit = charge_terms(unpaid)
             charge = {"amount": unpaid.amount, "tax": unpaid.tax, "tax_inclusive": inclusive,
                       "credit_applied": credit,
-                      "lines": [{**item, "kind": "arrears"} for item in unpaid.metadata["lines"]]}
+                      "lines": [{**item, "kind": "discount" if item.get("kind") == "discount" else "arrears"}
+                                for item in unpaid.metadata["lines"]]}
         else:  # on hold without a recorded failed renewal: charge one period
-            charge = price_charge(recorded_price(sub), "arrears", sub.credit_balance)
+            charge = price_charge(recorded_price(sub), "arrears", sub.credit_balance,
+                                  current_discount(sub))
         payment = _new_payment(sub.customer, method, "arrears", charge,
                                f"arrears:{sub.id}:{unpaid.id if unpaid else 'due'}:{attempt}",
                                subscription=sub, product=sub.product,
@@ -1425,7 +1565,7 @@ class PlanChange:
     amount_due: int  # charged now, tax included, credit taken off (0 when nothing is due)
     tax_due: int
     new_recurring_pre_tax_amount: int
-    new_recurring_amount: int  # per period, tax included
+    new_recurring_amount: int  # per period, tax included, less a discount the change keeps
     currency: str
     effective_at: datetime
     upgrade: bool  # applies now (once paid), else at the next billing date
@@ -1435,6 +1575,7 @@ class PlanChange:
     credit: int = 0  # unused time of the current period and credit balance, tax included
     credit_left: int = 0  # what the charge now leaves of ``credit``
     dropped_addons: tuple = ()  # names of add-ons the new plan does not offer
+    drops_discount: bool = False  # the subscription's discount ends with the change
     charge: dict | None = None  # the charge made now (``_charge_for``), if any
 
     @property
@@ -1495,11 +1636,17 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
     price = catalogue_price(product, quantity, kept)
     per_period = price_charge(price)
     new_pre_tax = sum(item["amount"] for item in per_period["lines"])
+    kept_discount = current_discount(sub)
+    if kept_discount and (kept_discount.get("preserve_on_plan_change") or product.id == sub.product_id):
+        per_period = price_charge(price, discount=kept_discount)  # what the renewals charge
+    else:
+        kept_discount = None
     new_cycle = ((price["payment_frequency_count"], price["payment_frequency_interval"])
                  != (sub.payment_frequency_count, sub.payment_frequency_interval))
     common = {"product_id": product.id, "quantity": quantity, "currency": sub.currency,
               "new_recurring_pre_tax_amount": new_pre_tax, "new_recurring_amount": per_period["total"],
-              "price": price, "new_cycle": new_cycle, "dropped_addons": dropped}
+              "price": price, "new_cycle": new_cycle, "dropped_addons": dropped,
+              "drops_discount": bool(current_discount(sub)) and kept_discount is None}
     period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
     left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
     if effective_at == "next_billing_date" or sub.in_trial:  # a trial's first charge pays it
@@ -1596,6 +1743,9 @@ def _apply_plan(sub: Subscription, change: dict, start: datetime | None = None,
     price = change.get("price") or catalogue_price(product, change["quantity"], sub.addons)
     new_cycle = ((price["payment_frequency_count"], price["payment_frequency_interval"])
                  != (sub.payment_frequency_count, sub.payment_frequency_interval))
+    if (sub.discount and not sub.discount.get("preserve_on_plan_change")
+            and product.id != sub.product_id):
+        sub.discount = sub.discount_cycles_remaining = None  # as Dodo: another plan drops it
     _record_price(sub, price)
     if new_cycle and start is not None:
         sub.billing_anchor, sub.cycles = start, 0 if end is not None else -1

@@ -169,6 +169,8 @@ def invoice_line(line: dict) -> str:
     (``kind``, ``product_name``, ``quantity`` or ``plan_quantity``, ``period_start``,
     ``period_end``: ``core.billing.plan_lines``); a line issued before lines kept their facts
     reads as it was written."""
+    if line.get("kind") == "discount":
+        return gettext("Discount: %(name)s", name=line.get("product_name") or line.get("discount_code"))
     product = line.get("product_name")
     if not product:
         return line.get("description") or ""

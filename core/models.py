@@ -378,6 +378,33 @@ class PaymentMethod(BaseModel):
                 is_default=not has_default)
 
 
+class Discount(BaseModel):
+    """A discount code (Dodo's ``discounts``): a percentage (``amount`` in basis points) or a
+    flat amount (``amount`` in minor units of the charge's currency) off a subscription's
+    charges, for ``subscription_cycles`` of them (None: all), until ``expires_at``, for at most
+    ``usage_limit`` subscriptions, and only for the products in ``restricted_to`` (empty: any)."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    code = pw.CharField(max_length=64)  # upper case, unique per business and mode
+    name = pw.CharField(null=True)
+    type = pw.CharField(max_length=16)  # percentage, flat
+    amount = pw.BigIntegerField()
+    subscription_cycles = pw.IntegerField(null=True)
+    starts_at = UTCDateTimeField(null=True)
+    expires_at = UTCDateTimeField(null=True)
+    usage_limit = pw.IntegerField(null=True)
+    times_used = pw.IntegerField(default=0)  # subscriptions given it
+    restricted_to = JSONField(default=list)  # product ids
+    preserve_on_plan_change = pw.BooleanField(default=False)
+    metadata = JSONField(default=dict)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        id_prefix = "dsc"
+        indexes = ((("business", "mode", "code"), True),)
+
+
 class Subscription(BaseModel):
     """A customer's recurring purchase of a product, moved between states by ``core.billing``."""
 
@@ -420,6 +447,10 @@ class Subscription(BaseModel):
     paused_at = UTCDateTimeField(null=True)  # set while paused
     resume_at = UTCDateTimeField(null=True)  # while paused: when it resumes by itself, if asked
     renewal_reminded_for = UTCDateTimeField(null=True)  # the renewal date last reminded of
+    # the discount it was given, as it was then ({discount_id, code, name, type, amount, ...},
+    # see ``core.billing.apply_discount``), and the charges it still takes off (None: all)
+    discount = JSONField(null=True)
+    discount_cycles_remaining = pw.IntegerField(null=True)
     billing = JSONField(null=True)
     metadata = JSONField(default=dict)
     updated_at = UTCDateTimeField(default=utcnow)
@@ -783,7 +814,7 @@ newest_first(Customer, Customer.business, Customer.mode, name="customer_business
 MODELS = [Business, PortalConfiguration, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon,
           PaymentMethod, Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence,
           Refund, LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
-          WebhookEndpoint, Event, Delivery, IdempotencyKey]
+          WebhookEndpoint, Event, Delivery, IdempotencyKey, Discount]
 
 
 def _migration_runners(app):

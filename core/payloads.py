@@ -9,6 +9,7 @@ from flask import current_app
 from core.models import (
     Addon,
     Customer,
+    Discount,
     LicenseKey,
     LicenseKeyInstance,
     Payment,
@@ -74,11 +75,48 @@ def subscription(sub: Subscription) -> dict:
         "payment_method_id": sub.payment_method_id, "has_payment_method": bool(sub.payment_method_id),
         "scheduled_change": scheduled_change(sub), "metadata": metadata(sub.metadata),
         "created_at": iso(sub.created_at), "on_demand": False, "meters": [],
-        "credit_entitlement_cart": [], "meter_credit_entitlement_cart": [], "discounts": [],
+        "credit_entitlement_cart": [], "meter_credit_entitlement_cart": [],
+        "discounts": subscription_discounts(sub),
         "tax_id": sub.customer.tax_id, "customer_business_name": None, "paused_at": iso(sub.paused_at),
-        "trial_amount": None, "discount_id": None, "discount_cycles_remaining": None,
+        "trial_amount": None, "discount_id": sub.discount["discount_id"] if sub.discount else None,
+        "discount_cycles_remaining": sub.discount_cycles_remaining if sub.discount else None,
         "custom_field_responses": None,
     }
+
+
+def discount(record: Discount) -> dict:
+    """A ``Discount`` as Dodo's API shows it (``amount``: basis points for ``percentage``,
+    minor units for ``flat``)."""
+    return {"discount_id": record.id, "business_id": record.business_id, "code": record.code,
+            "name": record.name, "type": record.type, "amount": record.amount,
+            "created_at": iso(record.created_at), "expires_at": iso(record.expires_at),
+            "starts_at": iso(record.starts_at), "subscription_cycles": record.subscription_cycles,
+            "usage_limit": record.usage_limit, "times_used": record.times_used,
+            "per_customer_usage_limit": None, "customer_eligibility": "any",
+            "restricted_to": list(record.restricted_to or []),
+            "preserve_on_plan_change": record.preserve_on_plan_change,
+            "metadata": metadata(record.metadata), "currency_options": []}
+
+
+def subscription_discounts(sub: Subscription) -> list[dict]:
+    """The discount a subscription was given, as Dodo's ``DiscountDetail`` list (one at most):
+    the code as it is now (as it was given, once deleted), with the cycles it has left."""
+    if not sub.discount:
+        return []
+    given = sub.discount
+    record = Discount.get_or_none(Discount.id == given["discount_id"])
+    shown = discount(record) if record is not None else {
+        "discount_id": given["discount_id"], "business_id": sub.business_id, "code": given["code"],
+        "name": given.get("name"), "type": given["type"], "amount": given["amount"],
+        "created_at": iso(sub.created_at), "expires_at": None, "usage_limit": None,
+        "times_used": 0, "restricted_to": [], "metadata": {},
+        "preserve_on_plan_change": bool(given.get("preserve_on_plan_change"))}
+    return [{key: shown[key] for key in (
+        "discount_id", "business_id", "code", "name", "type", "amount", "created_at",
+        "expires_at", "usage_limit", "times_used", "restricted_to", "metadata",
+        "preserve_on_plan_change")}
+        | {"position": 0, "subscription_cycles": given.get("subscription_cycles"),
+           "cycles_remaining": sub.discount_cycles_remaining}]
 
 
 def scheduled_change(sub: Subscription) -> dict | None:
@@ -148,7 +186,10 @@ def payment(pay: Payment) -> dict:
         "disputes": [], "metadata": metadata(pay.metadata),
         "digital_products_delivered": False, "includes_usage": False,
         "is_multi_subscription": False, "created_at": iso(pay.created_at),
-        "updated_at": iso(pay.updated_at), "discount_id": None, "discounts": None,
+        "updated_at": iso(pay.updated_at),
+        "discount_id": next((item.get("discount_id") for item in (pay.metadata or {}).get("lines", ())
+                             if item.get("kind") == "discount"), None),
+        "discounts": None,
         "checkout_session_id": None, "custom_field_responses": None,
         "refund_status": (None if not refunded else "full" if refunded >= pay.amount else "partial"),
         "three_ds_flow": None, "three_ds_status": None, "three_ds_version": None,

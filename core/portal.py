@@ -13,6 +13,7 @@ much history the customer has.
 
 import json
 from datetime import UTC, datetime, time
+from decimal import Decimal
 from functools import wraps
 
 import phonenumbers
@@ -27,8 +28,8 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import format_percent, lazy_gettext, refresh
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext, refresh
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from peewee import JOIN, fn, prefetch
@@ -390,7 +391,9 @@ def subscription(customer, subscription_id):
     period = billing.price_charge(billing.recorded_price(sub))  # the price it records
     renews = sub.status == "active" and not sub.cancel_at_next_billing_date
     policy = settings()["cancellation"]
+    discount = billing.current_discount(sub)
     return render("portal/subscription.html", sub=sub, addons=addons, renewal_total=period["total"],
+                  discount=discount, discount_off=discount_off(discount, sub.currency),
                   renewal_tax=period["tax"], next_charge=billing.next_charge(sub) if renews else None,
                   price_change=sub.price_change if renews and not sub.scheduled_change else None,
                   unpaid=unpaid_renewal(sub) if sub.status == "on_hold" else None,
@@ -412,6 +415,16 @@ def scheduled_change(sub) -> dict | None:
             "quantity": change["quantity"], "date": change["effective_at"],
             "addons": [(item.get("name") or item["addon_id"], item["quantity"])
                        for item in price.get("addons", sub.addons)]}
+
+
+def discount_off(discount: dict | None, currency: str) -> str:
+    """What a subscription's discount takes off each charge, in the current locale: "20 %"
+    (its basis points) or "€5.00" (its flat amount)."""
+    if not discount:
+        return ""
+    if discount["type"] == "percentage":
+        return format_percent(Decimal(discount["amount"]) / 10000, "#,##0.##%")
+    return format_money(discount["amount"], currency, current_locale())
 
 
 def unpaid_renewal(sub) -> Payment | None:

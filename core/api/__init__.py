@@ -16,6 +16,7 @@ from flask import jsonify
 
 from core.api import (  # noqa: F401
     customers,
+    discounts,
     licenses,
     payments,
     portal_configuration,

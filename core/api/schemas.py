@@ -3,7 +3,7 @@ answer holds (Dodo's models of SDK 1.123.0, every key always present).
 
 Request bodies are strict and closed (``extra="forbid"``), so a typo is a 422 naming the field
 rather than a silently ignored value; query parameters are read from strings. Anything the
-billing core cannot honour (discounts, trial amounts, pay-what-you-want) is allowed only at its
+billing core cannot honour (product-level discounts, trial amounts, pay-what-you-want) is allowed only at its
 neutral value, so the document says exactly what is accepted.
 """
 
@@ -579,6 +579,115 @@ CustomerRef = Annotated[Annotated[ExistingCustomer, Tag("existing")] | Annotated
                         Discriminator(_customer_kind)]
 
 
+BodyTime = Annotated[datetime, BeforeValidator(_query_time)]
+
+# --- Discounts -------------------------------------------------------------------------------------
+
+DiscountCode = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+DiscountType = Literal["percentage", "flat"]
+AMOUNT_HELP = ("percentage: basis points, 1 to 10000 (540 = 5.4 %); flat: minor units of the "
+               "subscription's currency (100 = $1.00), never more than the charge")
+
+
+def _upper(value: str) -> str:
+    return value.upper()
+
+
+class DiscountCreate(In):
+    amount: whole(1, 10**12) = Field(description=AMOUNT_HELP)
+    type: DiscountType
+    code: Annotated[DiscountCode, AfterValidator(_upper)] | None = Field(
+        None, description="Upper-cased; 3 to 64 letters, digits, - or _. Default: 16 random "
+                          "characters.")
+    name: line(200) | None = None
+    expires_at: BodyTime | None = Field(None, description="After this, the code is refused.")
+    starts_at: BodyTime | None = Field(None, description="Before this, the code is refused.")
+    subscription_cycles: whole(1, 10_000) | None = Field(
+        None, description="How many charges of a subscription it takes off (the first payment "
+                          "and the renewals after it); default: all of them.")
+    usage_limit: whole(1, 10**9) | None = Field(None, description="How many subscriptions may "
+                                                                 "be given it.")
+    restricted_to: Annotated[list[Id], Field(max_length=100)] | None = Field(
+        None, description="The products it applies to (default: any).")
+    preserve_on_plan_change: StrictBool = Field(False, description="Kept through a plan change "
+                                                                   "(else the change drops it).")
+    metadata: Metadata | None = None
+    customer_eligibility: Literal["any"] | None = Field(None, description="any only.")
+    per_customer_usage_limit: Zero | None = Field(None, description="Not supported: null only.")
+    currency_options: Annotated[list[Any], Field(max_length=0)] | None = Field(
+        None, description="Not supported: a flat amount is in the subscription's currency.")
+
+
+class DiscountUpdate(In):
+    """Only the fields sent change; ``null`` clears ``expires_at``, ``starts_at``,
+    ``subscription_cycles``, ``usage_limit`` and ``name``. Subscriptions already given the
+    discount keep it as it was."""
+
+    amount: whole(1, 10**12) | None = Field(None, description=AMOUNT_HELP)
+    type: DiscountType | None = None
+    code: Annotated[DiscountCode, AfterValidator(_upper)] | None = None
+    name: line(200) | None = None
+    expires_at: BodyTime | None = None
+    starts_at: BodyTime | None = None
+    subscription_cycles: whole(1, 10_000) | None = None
+    usage_limit: whole(1, 10**9) | None = None
+    restricted_to: Annotated[list[Id], Field(max_length=100)] | None = None
+    preserve_on_plan_change: StrictBool | None = None
+    metadata: Metadata | None = None
+    customer_eligibility: Literal["any"] | None = None
+    per_customer_usage_limit: Zero | None = None
+    currency_options: Annotated[list[Any], Field(max_length=0)] | None = None
+
+
+class DiscountListQuery(Page):
+    active: QueryBool | None = Field(None, description="true: redeemable now (started, not "
+                                                       "expired, not used up); false: not.")
+    code: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="Codes containing this, in any case.")
+    discount_type: DiscountType | None = None
+    product_id: QueryId | None = Field(None, description="Discounts that apply to this product.")
+
+
+class Discount(Out):
+    discount_id: str
+    business_id: str
+    code: str
+    name: str | None
+    type: DiscountType
+    amount: int
+    created_at: datetime
+    expires_at: datetime | None
+    starts_at: datetime | None
+    subscription_cycles: int | None
+    usage_limit: int | None
+    times_used: int
+    per_customer_usage_limit: int | None
+    customer_eligibility: Literal["any"]
+    restricted_to: list[str]
+    preserve_on_plan_change: bool
+    metadata: OutMetadata
+    currency_options: list[Any]
+
+
+class DiscountDetail(Out):
+    discount_id: str
+    business_id: str
+    code: str
+    name: str | None
+    type: DiscountType
+    amount: int
+    created_at: datetime
+    expires_at: datetime | None
+    usage_limit: int | None
+    times_used: int
+    restricted_to: list[str]
+    metadata: OutMetadata
+    preserve_on_plan_change: bool
+    position: int
+    subscription_cycles: int | None
+    cycles_remaining: int | None
+
+
 class SubscriptionCreate(In):
     """``trial_period_days`` overrides the product's trial (0: none), as in Dodo's API."""
 
@@ -596,9 +705,13 @@ class SubscriptionCreate(In):
     tax_id: TaxId | None = Field(None, description="Kept as the customer's tax ID when they have none.")
     trial_period_days: TrialDays | None = Field(
         None, description="Free days before the first charge, instead of the product's (0: none).")
+    discount_code: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="A discount code (any case) for this subscription (deprecated by Dodo "
+                          "for discount_codes).")
+    discount_codes: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                              Field(max_length=1)] | None = Field(
+        None, description="One discount code at most: discounts do not stack.")
 
-
-BodyTime = Annotated[datetime, BeforeValidator(_query_time)]
 
 
 class SubscriptionUpdate(In):
@@ -727,7 +840,7 @@ class SubscriptionListItem(Out):
     scheduled_change: ScheduledChange | None
     metadata: OutMetadata
     on_demand: bool
-    discounts: list[Any]
+    discounts: list[DiscountDetail]
     tax_id: str | None
     customer_business_name: str | None
     paused_at: datetime | None

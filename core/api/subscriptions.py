@@ -79,6 +79,16 @@ def _addons(product: Product, items) -> list[dict]:
     return chosen
 
 
+def _discount(body: schemas.SubscriptionCreate):
+    """The discount named by ``discount_code`` or ``discount_codes`` (one of them, one code),
+    else ``None``; 422 ``DISCOUNT_CODE_NOT_FOUND`` for a code this business does not have.
+    Whether it may be used is ``core.billing``'s to say."""
+    if body.discount_code is not None and body.discount_codes:
+        raise ApiError(422, "INVALID_REQUEST_BODY", "Send discount_code or discount_codes, not both.")
+    code = body.discount_code or (body.discount_codes or [None])[0]
+    return billing.find_discount(g.business_id, g.mode, code) if code else None
+
+
 def _show(sub: Subscription) -> dict:
     return payloads.subscription(sub.refresh())
 
@@ -106,9 +116,11 @@ def create_subscription(body: schemas.SubscriptionCreate):
     if method is None and not (trial and product.trial_payment_method_optional):
         raise ApiError(422, "NO_ELIGIBLE_PAYMENT_METHODS",
                        "This customer has no saved payment method: send payment_method_id.")
+    discount = _discount(body)
     sub, payment = billing.create_subscription(
         customer, product, method, quantity=body.quantity, addons=addons,
-        billing=address, metadata=body.metadata or {}, trial_period_days=body.trial_period_days)
+        billing=address, metadata=body.metadata or {}, trial_period_days=body.trial_period_days,
+        discount=discount)
     sub = sub.refresh()
     payment = payment.refresh() if payment is not None else None  # none in a free trial
     return {"subscription_id": sub.id, "payment_id": payment.id if payment else "",
@@ -117,7 +129,9 @@ def create_subscription(body: schemas.SubscriptionCreate):
             "metadata": sub.metadata, "recurring_pre_tax_amount": sub.recurring_pre_tax_amount,
             "payment_method_required": False,
             "payment_link": payment.action_url if payment else None,
-            "client_secret": None, "expires_on": None, "discount_id": None, "discount_ids": None,
+            "client_secret": None, "expires_on": None,
+            "discount_id": sub.discount["discount_id"] if sub.discount else None,
+            "discount_ids": [sub.discount["discount_id"]] if sub.discount else None,
             "one_time_product_cart": None, "trial_amount": None}
 
 
