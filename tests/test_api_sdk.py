@@ -295,6 +295,47 @@ def test_the_sdk_refunds_a_payment_and_fetches_its_credit_note(app, server, rece
     assert {e.data.refund_id for e in events} == {part.refund_id, rest.refund_id}
 
 
+def test_the_sdk_manages_discounts_and_subscribes_with_a_code(app, server):
+    """Dodo's ``discounts`` resource, read strictly, and a subscription created with a code:
+    its first payment discounted, the code refused for another product."""
+    business = Business.create(name="Acme Software")
+    c = DodoPayments(bearer_token=auth.create_api_key(business, "test")[1], base_url=server + "/api",
+                     max_retries=0, _strict_response_validation=True)
+    recurring = {"type": "recurring_price", "currency": "EUR", "price": 1500, "payment_frequency_count": 1,
+                 "payment_frequency_interval": "Month", "subscription_period_count": 1,
+                 "subscription_period_interval": "Year"}
+    pro = c.products.create(name="Pro", tax_category="saas", price=recurring)
+    team = c.products.create(name="Team", tax_category="saas", price={**recurring, "price": 4500})
+    made = c.discounts.create(amount=2000, type="percentage", code="launch", name="Launch offer",
+                              subscription_cycles=3, usage_limit=5, restricted_to=[pro.product_id])
+    assert (made.code, made.amount, made.times_used, made.restricted_to) == ("LAUNCH", 2000, 0,
+                                                                             [pro.product_id])
+    assert c.discounts.retrieve(made.discount_id).subscription_cycles == 3
+    assert c.discounts.retrieve_by_code("LAUNCH").discount_id == made.discount_id
+    assert [d.discount_id for d in c.discounts.list(page_number=0).items] == [made.discount_id]
+    assert c.discounts.update(made.discount_id, name="Launch").name == "Launch"
+    cust = c.customers.create(email="eve@example.com", name="Eve")
+    order = {"billing": {"country": "FR"}, "customer": {"customer_id": cust.customer_id},
+             "quantity": 1, "payment_method_id": "pm_card_visa", "discount_code": "LAUNCH"}
+    with pytest.deprecated_call():
+        created = c.subscriptions.create(product_id=pro.product_id, **order)
+    assert created.discount_id == made.discount_id
+    sub = c.subscriptions.retrieve(created.subscription_id)
+    assert (sub.discount_id, sub.discount_cycles_remaining) == (made.discount_id, 2)
+    assert sub.discounts[0].code == "LAUNCH" and sub.discounts[0].cycles_remaining == 2
+    assert c.subscriptions.list(page_number=0).items[0].discounts[0].discount_id == made.discount_id
+    paid = c.payments.retrieve(created.payment_id)
+    assert paid.total_amount == 1200 and paid.discount_id == made.discount_id
+    assert c.discounts.retrieve(made.discount_id).times_used == 1
+    with pytest.deprecated_call(), pytest.raises(UnprocessableEntityError) as refused:
+        c.subscriptions.create(product_id=team.product_id, **order)
+    assert refused.value.body["code"] == "DISCOUNT_NOT_APPLICABLE"
+    c.discounts.delete(made.discount_id)
+    with pytest.raises(NotFoundError):
+        c.discounts.retrieve(made.discount_id)
+    assert c.subscriptions.retrieve(created.subscription_id).discount_cycles_remaining == 2
+
+
 def landing(link: str) -> str:
     """Where a portal link leads once used as a browser does (its page, then the POST)."""
     with httpx.Client() as browser:
