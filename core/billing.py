@@ -12,6 +12,8 @@ unit; invoice lines always add up to the amount charged.
 import hashlib
 import json
 import logging
+import secrets
+import string
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -262,6 +264,24 @@ def check_discount(discount: Discount, product: Product, now: datetime | None = 
     if discount.restricted_to and product.id not in discount.restricted_to:
         raise BillingError("DISCOUNT_NOT_APPLICABLE",
                            f"the discount code {discount.code} does not apply to {product.name}")
+
+
+def save_discount(discount: Discount) -> Discount:
+    """Save a new or changed discount code (upper-cased; 16 random characters when it has
+    none), else ``DISCOUNT_CODE_ALREADY_EXISTS`` when another discount of the business and mode
+    has its code."""
+    from peewee import IntegrityError
+
+    discount.code = (discount.code or "".join(
+        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))).upper()
+    discount.updated_at = utcnow()
+    try:
+        with transaction():
+            discount.save()
+    except IntegrityError:
+        raise BillingError("DISCOUNT_CODE_ALREADY_EXISTS",
+                           f"another discount has the code {discount.code}") from None
+    return discount
 
 
 def _claim_discount(discount: Discount, product: Product) -> dict:

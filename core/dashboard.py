@@ -8,6 +8,7 @@ another business's (or mode's) ids answer 404, exactly like ids that do not exis
 
 import base64
 import json
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import urlsplit
 
 from flask import (
@@ -26,6 +27,8 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
+    DateField,
+    DecimalField,
     EmailField,
     FieldList,
     Form,
@@ -57,6 +60,7 @@ from core.models import (
     Business,
     Customer,
     Delivery,
+    Discount,
     Event,
     Payment,
     Product,
@@ -457,6 +461,65 @@ def move_to_current_price(product_id):
           f"{current_app.config['PRICE_CHANGE_NOTICE_DAYS']} days from now."
           if moved else f"Every subscriber of {product.name} already pays its current price.")
     return redirect(url_for(".products"), 303)
+
+
+# --- Sales → Discounts ----------------------------------------------------------------------------
+
+
+class DiscountForm(FlaskForm):
+    code = StringField("Code", validators=[Optional(), Regexp(r"^[A-Za-z0-9_-]{3,64}$", message=(
+        "3 to 64 letters, digits, - or _."))], description="Upper-cased. Empty: 16 random characters.")
+    name = StringField("Name", validators=[Optional(), Length(max=200), SingleLine(ONE_LINE)],
+                       description="Printed on invoices instead of the code.")
+    type = SelectField("Type", choices={"percentage": "Percentage", "flat": "Flat amount"})
+    amount = DecimalField("Amount", places=None, validators=[InputRequired("Enter the amount."),
+                                                            NumberRange(min=0.01)],
+                          description="Percentage: 20 is 20 % (up to 100, two decimals). Flat: "
+                                      "minor units of the subscription's currency (500 is 5.00).")
+    subscription_cycles = IntegerField("Payments discounted", validators=[
+        Optional(), NumberRange(min=1, max=10000)], description="Empty: every payment.")
+    usage_limit = IntegerField("Usage limit", validators=[Optional(), NumberRange(min=1, max=10**9)],
+                               description="How many subscriptions may use it. Empty: no limit.")
+    valid_until = DateField("Valid until", validators=[Optional()],
+                            description="The last day (UTC) the code is accepted. Empty: always.")
+    restricted_to = SelectMultipleField("Only for", description="None chosen: every product.")
+
+    def validate_amount(self, field):
+        if self.type.data == "percentage" and (field.data > 100 or field.data * 100 % 1):
+            raise ValidationError("A percentage is at most 100, with two decimals at most.")
+        if self.type.data == "flat" and field.data % 1:
+            raise ValidationError("A flat amount is a whole number of minor units (cents).")
+
+
+@bp.route("/discounts", methods=["GET", "POST"])
+@merchant_required
+def discounts():
+    """The discount codes of the current mode, with how often each was used; add one."""
+    recurring = list(_scoped(Product).where((Product.is_recurring == True)  # noqa: E712
+                                            & (Product.archived == False))  # noqa: E712
+                     .order_by(Product.name))
+    form = DiscountForm()
+    form.restricted_to.choices = {p.id: p.name for p in recurring}
+    if form.validate_on_submit():
+        data = form.data
+        amount = int(data["amount"] * 100 if data["type"] == "percentage" else data["amount"])
+        until = data["valid_until"]
+        try:
+            made = billing.save_discount(Discount(
+                business=current_user.business, mode=current_user.mode, code=data["code"] or None,
+                name=(data["name"] or "").strip() or None, type=data["type"], amount=amount,
+                subscription_cycles=data["subscription_cycles"], usage_limit=data["usage_limit"],
+                restricted_to=sorted(data["restricted_to"] or ()),
+                expires_at=(datetime.combine(until, time(), UTC) + timedelta(days=1)) if until else None))
+        except billing.BillingError as error:
+            form.code.errors.append(error.message[:1].upper() + error.message[1:] + ".")
+        else:
+            flash(f"The discount code {made.code} is ready.")
+            return redirect(url_for(".discounts"), 303)
+    names = {p.id: p.name for p in recurring}
+    listed = _scoped(Discount).order_by(Discount.created_at.desc())
+    return render_template("dashboard/discounts.html", form=form, discounts=list(listed),
+                           names=names), 400 if form.errors else 200
 
 
 @bp.route("/api-keys", methods=["GET", "POST"])

@@ -6,9 +6,11 @@ from datetime import timedelta
 import pytest
 import time_machine
 from conftest import text
+from test_dashboard import post as dashboard_post
+from test_dashboard import sign_in as dashboard_sign_in
 from test_portal import pdf_text, sign_in
 
-from core import billing
+from core import auth, billing
 from core.billing import BillingError
 from core.models import Discount, Event, Invoice, Payment, Product, Subscription, utcnow
 from plugins.sandbox import charges
@@ -273,3 +275,35 @@ def test_another_business_s_discount_is_not_found(api, business, customer, produ
     assert refused.json["code"] == "DISCOUNT_CODE_NOT_FOUND"
 
 
+
+
+# --- The dashboard -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def merchant(client, business):
+    auth.create_merchant_user(business, "owner@acme.test", "correct horse battery", name="Owner")
+    assert dashboard_sign_in(client, "owner@acme.test", "correct horse battery").status_code == 303
+    return client
+
+
+def test_the_dashboard_lists_and_adds_discount_codes(merchant, business, product):
+    answer = dashboard_post(merchant, "/dashboard/discounts", code="spring", name="Spring sale",
+                            type="percentage", amount="12.5", subscription_cycles="3",
+                            usage_limit="100", valid_until="2031-04-30", restricted_to=product.id)
+    assert answer.status_code == 303
+    made = Discount.get(Discount.code == "SPRING")
+    assert (made.type, made.amount, made.subscription_cycles, made.usage_limit) == (
+        "percentage", 1250, 3, 100)
+    assert made.restricted_to == [product.id] and made.expires_at.isoformat() == "2031-05-01T00:00:00+00:00"
+    page = text(merchant.get("/dashboard/discounts"))
+    assert "SPRING" in page and "12.5 %" in page and "0 of 100" in page and "Pro" in page
+
+
+def test_the_dashboard_refuses_a_percentage_above_100_and_a_taken_code(merchant, business):
+    discount(business, "TAKEN")
+    too_much = dashboard_post(merchant, "/dashboard/discounts", type="percentage", amount="120")
+    assert too_much.status_code == 400 and "at most 100" in text(too_much)
+    taken = dashboard_post(merchant, "/dashboard/discounts", code="taken", type="flat", amount="500")
+    assert taken.status_code == 400 and "Another discount has the code TAKEN" in text(taken)
+    assert Discount.select().count() == 1

@@ -3,24 +3,20 @@ update, list and delete. A percentage ``amount`` is in basis points, a flat one 
 of the subscription's currency. Subscriptions get one with ``discount_code`` at creation;
 ``core.billing`` applies it to their charges."""
 
-import secrets
-import string
-
 from flask import g
-from peewee import IntegrityError, fn
+from peewee import fn
 
-from core import payloads
+from core import billing, payloads
 from core.api import schemas
 from core.api.wire import ApiError, owned, paginate, route, scoped
-from core.models import Discount, Product, db, utcnow
+from core.models import Discount, Product, utcnow
 
 TAG = "Discounts"
-CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 
 def _check(fields: dict):
     """Refuse what no discount may be: a percentage above 100 %, an end before its start, or
-    products that are not this business's recurring products."""
+    products this business and mode do not have."""
     if fields.get("type") == "percentage" and fields.get("amount", 0) > 10000:
         raise ApiError(422, "INVALID_REQUEST_BODY",
                        "amount: a percentage is in basis points, at most 10000 (100 %).")
@@ -31,16 +27,6 @@ def _check(fields: dict):
         found = {row.id for row in owned(Product).where(Product.id.in_(list(wanted)))}
         if wanted - found:
             raise ApiError(404, "NOT_FOUND", "No such product: " + ", ".join(sorted(wanted - found)) + ".")
-
-
-def _saved(discount: Discount) -> Discount:
-    try:
-        with db.atomic():
-            discount.save()
-    except IntegrityError:
-        raise ApiError(409, "DISCOUNT_CODE_ALREADY_EXISTS",
-                       f"Another discount has the code {discount.code}.") from None
-    return discount
 
 
 FIELDS = ("amount", "type", "code", "name", "expires_at", "starts_at", "subscription_cycles",
@@ -54,10 +40,9 @@ def create_discount(body: schemas.DiscountCreate):
     some cycles or all, until an expiry, for a number of subscriptions, for some products."""
     fields = {name: getattr(body, name) for name in FIELDS}
     _check(fields)
-    fields["code"] = fields["code"] or "".join(secrets.choice(CODE_ALPHABET) for _ in range(16))
     fields["restricted_to"] = sorted(set(fields["restricted_to"] or ()))
     fields["metadata"] = fields["metadata"] or {}
-    return payloads.discount(_saved(Discount(business=g.business_id, mode=g.mode, **fields)))
+    return payloads.discount(billing.save_discount(Discount(business=g.business_id, mode=g.mode, **fields)))
 
 
 @route("GET", "/discounts/{discount_id}", tag=TAG, response=schemas.Discount)
@@ -92,8 +77,7 @@ def update_discount(discount_id: str, body: schemas.DiscountUpdate):
     fields["metadata"] = fields["metadata"] or {}
     for name, value in fields.items():
         setattr(discount, name, value)
-    discount.updated_at = utcnow()
-    return payloads.discount(_saved(discount))
+    return payloads.discount(billing.save_discount(discount))
 
 
 @route("GET", "/discounts", tag=TAG, query=schemas.DiscountListQuery,
