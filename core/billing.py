@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from dateutil.relativedelta import relativedelta
 from flask import current_app
-from peewee import JOIN, fn
+from peewee import JOIN, IntegrityError, fn
 
 from core import idempotency, license_terms, payloads
 from core.events import emit, redispatch
@@ -205,9 +205,6 @@ def next_charge(sub: Subscription) -> dict:
 # not discounted; moving to another product drops the discount unless the code says
 # ``preserve_on_plan_change`` (Dodo's rule), while a quantity or add-on change keeps it.
 
-DISCOUNT_TYPES = ("percentage", "flat")
-
-
 def discount_line(lines: list[dict], discount: dict) -> dict | None:
     """The negative line ``discount`` adds to ``lines``: ``amount`` basis points of their sum
     (percentage, rounded half up) or ``amount`` minor units (flat), never more than their sum,
@@ -270,8 +267,6 @@ def save_discount(discount: Discount) -> Discount:
     """Save a new or changed discount code (upper-cased; 16 random characters when it has
     none), else ``DISCOUNT_CODE_ALREADY_EXISTS`` when another discount of the business and mode
     has its code."""
-    from peewee import IntegrityError
-
     discount.code = (discount.code or "".join(
         secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))).upper()
     discount.updated_at = utcnow()
