@@ -116,7 +116,8 @@ def subscription_discounts(sub: Subscription) -> list[dict]:
         "expires_at", "usage_limit", "times_used", "restricted_to", "metadata",
         "preserve_on_plan_change")}
         | {"position": 0, "subscription_cycles": given.get("subscription_cycles"),
-           "cycles_remaining": sub.discount_cycles_remaining}]
+           "cycles_remaining": sub.discount_cycles_remaining,
+           "discount_cycles_remaining": sub.discount_cycles_remaining}]  # the list's name for it
 
 
 def scheduled_change(sub: Subscription) -> dict | None:

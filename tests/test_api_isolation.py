@@ -14,6 +14,7 @@ from core.models import (
     AuditLog,
     Business,
     Customer,
+    Discount,
     LicenseKey,
     Product,
     ProductAddon,
@@ -23,6 +24,7 @@ from core.models import (
 # Which record a path parameter names, by the path's first segment where the name is "id"
 RECORDS = {"customer_id": "customer", "payment_method_id": "payment_method", "payment_id": "payment",
            "subscription_id": "subscription", "webhook_id": "webhook", "refund_id": "refund",
+           "discount_id": "discount", "code": "discount_code",
            ("products", "id"): "product", ("addons", "id"): "addon",
            ("license_keys", "id"): "license_key", ("license_key_instances", "id"): "instance"}
 
@@ -42,6 +44,7 @@ def valid_bodies(records) -> dict:
         "update_license_key": {"disabled": True},
         "update_license_key_instance": {"name": "stolen"},
         "update_webhook": {"description": "stolen"},
+        "update_discount": {"name": "stolen"},
     }
 
 
@@ -66,7 +69,9 @@ def records(business, customer, subscribe, save_card):
     endpoint = WebhookEndpoint.create(business=business, mode="test", url="https://acme.example/hooks",
                                       secret=new_secret())
     refund = billing.refund_payment(payment, 100)
-    return {"customer": customer.id, "payment_method": save_card(customer).id, "payment": payment.id,
+    discount = Discount.create(business=business, mode="test", code="SPRING", type="flat", amount=100)
+    return {"discount": discount.id, "discount_code": discount.code, "customer": customer.id,
+            "payment_method": save_card(customer).id, "payment": payment.id,
             "refund": refund.id,
             "subscription": sub.id, "webhook": endpoint.id, "product": product.id, "addon": addon.id,
             "license_key": key.id, "instance": instance.id}
@@ -150,7 +155,7 @@ def test_ids_in_a_body_do_not_reach_another_tenants_records(client, records, key
 
 
 LISTS = ["/customers", "/products", "/addons", "/subscriptions", "/payments", "/license_keys",
-         "/license_key_instances"]
+         "/license_key_instances", "/discounts"]
 
 
 @pytest.mark.parametrize("stranger", ["same business, live mode", "other business, test mode",

@@ -686,6 +686,8 @@ class DiscountDetail(Out):
     position: int
     subscription_cycles: int | None
     cycles_remaining: int | None
+    discount_cycles_remaining: int | None = Field(description="cycles_remaining, as the "
+                                                              "subscription list names it.")
 
 
 class SubscriptionCreate(In):
