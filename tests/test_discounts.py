@@ -193,6 +193,18 @@ def test_the_invoice_pdf_shows_the_discount_as_its_own_negative_line(
     assert "discount: launch offer" in words and "-€3.00" in words
 
 
+def test_the_payment_page_and_the_receipt_show_the_discount_line(
+        app, client, business, customer, product, subscribe):
+    from plugins.mail import outbox_messages
+
+    _, payment = subscribe(customer, product, discount=discount(business))
+    receipt = [m for m in outbox_messages(app) if m["Subject"].startswith("Receipt")][-1]
+    assert "Discount: SAVE20: 1 × -€3.00 = -€3.00" in receipt.get_body(("plain",)).get_content()
+    sign_in(client, customer)
+    page = text(client.get(f"/portal/payments/{payment.id}"))
+    assert "Discount: SAVE20 1 -€3.00 -€3.00" in page and "€14.40" in page
+
+
 def test_the_portal_plan_change_preview_says_the_discount_ends(
         client, business, customer, product, subscribe):
     Product.create(business=business, mode="test", name="Team", price=4500, currency="EUR",
