@@ -247,6 +247,17 @@ def test_the_api_refuses_a_duplicate_code_and_a_percentage_above_100(api):
     assert (too_much.status_code, too_much.json["code"]) == (422, "INVALID_REQUEST_BODY")
 
 
+def test_the_api_lists_redeemable_discounts_apart_from_expired_or_used_up_ones(api, business):
+    live = discount(business, "LIVE")
+    discount(business, "OLD", expires_at=utcnow() - timedelta(days=1))
+    discount(business, "GONE", usage_limit=2, times_used=2)
+    discount(business, "SOON", starts_at=utcnow() + timedelta(days=1))
+    assert [d["code"] for d in api.get("/discounts?active=true").json["items"]] == [live.code]
+    assert sorted(d["code"] for d in api.get("/discounts?active=false").json["items"]) == [
+        "GONE", "OLD", "SOON"]
+    assert [d["code"] for d in api.get("/discounts?code=iv").json["items"]] == ["LIVE"]
+
+
 def test_a_subscription_created_with_a_discount_code_shows_it(api, business, customer, product):
     discount(business, subscription_cycles=3)
     created = subscribe_api(api, customer, product, discount_code="save20")
