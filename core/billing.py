@@ -342,10 +342,14 @@ def plan_lines(product: Product, quantity: int, addons=(), label: str | None = N
 def with_period(lines: list[dict], start: datetime | None, end: datetime | None,
                 kind: str | None = None) -> list[dict]:
     """``lines`` paying for the service period ``start``–``end``: every line carries the
-    period as facts, and the plan's line (the first) says it in its description."""
+    period as facts, and the plan's line (the first) says it in its description. ``kind``
+    renames every line's kind but a discount's."""
+    def kind_of(line):
+        return line["kind"] if line.get("kind") == "discount" else kind or line.get("kind")
+
     if start is None or end is None:
-        return [{**line, "kind": kind or line.get("kind")} for line in lines]
-    dated = [{**line, "kind": kind or line.get("kind"), "period_start": payloads.iso(start),
+        return [{**line, "kind": kind_of(line)} for line in lines]
+    dated = [{**line, "kind": kind_of(line), "period_start": payloads.iso(start),
               "period_end": payloads.iso(end)} for line in lines]
     if dated and dated[0].get("product_name") and dated[0].get("kind") != "plan_change":
         dated[0]["description"] = period_label(dated[0]["product_name"], start, end)

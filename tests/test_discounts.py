@@ -98,6 +98,17 @@ def test_a_discount_on_a_tax_inclusive_price_comes_off_the_gross_amount(
     assert (payment.amount, payment.tax) == (600, 100)  # half of 12.00, its VAT split out
 
 
+def test_a_free_trial_s_discount_starts_with_its_first_charge(business, customer, product, subscribe):
+    product.trial_period_days = 14
+    product.save()
+    sub, nothing = subscribe(customer, product, discount=discount(business, subscription_cycles=1))
+    assert nothing is None and sub.status == "active" and sub.discount_cycles_remaining == 1
+    sub = renew(sub)  # the trial's end: the first charge
+    sub = renew(sub)
+    assert [p.amount for p in Payment.select().order_by(Payment.created_at)] == [1440, 1800]
+    assert sub.discount_cycles_remaining == 0
+
+
 def test_a_discount_limited_to_another_product_is_refused(business, customer, product, subscribe):
     other = Product.create(business=business, mode="test", name="Other", price=900, currency="EUR",
                            is_recurring=True)
