@@ -298,11 +298,13 @@ def _claim_discount(discount: Discount, product: Product) -> dict:
             "preserve_on_plan_change": discount.preserve_on_plan_change}
 
 
-def apply_discount(subscription: Subscription, discount: Discount) -> Subscription:
+def apply_discount(subscription: Subscription, discount: Discount,
+                   event_data: dict | None = None) -> Subscription:
     """Give an existing subscription ``discount``, from its next renewal on, for the
     discount's ``subscription_cycles`` (replacing any discount it had). Refused as
     ``check_discount`` says, and for a subscription that has ended
-    (``SUBSCRIPTION_INACTIVE``). Emits ``subscription.updated``."""
+    (``SUBSCRIPTION_INACTIVE``). Emits ``subscription.updated``, with ``event_data`` added
+    to its payload (the cancel flow's retention offer accepted)."""
     with transaction():
         sub = _locked_subscription(subscription.id)
         if sub.status not in ("pending", "active", "on_hold", "paused"):
@@ -312,7 +314,7 @@ def apply_discount(subscription: Subscription, discount: Discount) -> Subscripti
         sub.discount_cycles_remaining = discount.subscription_cycles
         sub.updated_at = utcnow()
         sub.save()
-        _emit_subscription("subscription.updated", sub)
+        _emit_subscription("subscription.updated", sub, **(event_data or {}))
     return sub
 
 
@@ -434,8 +436,10 @@ STATUS_EVENTS = {"active": "subscription.active", "on_hold": "subscription.on_ho
 MOVE_EVENTS = {("paused", "active"): "subscription.unpaused"}
 
 
-def _transition(sub: Subscription, status: str, **changes) -> Subscription:
-    """Move ``sub`` to ``status`` (the one place statuses change) and emit its event."""
+def _transition(sub: Subscription, status: str, event_data: dict | None = None,
+                **changes) -> Subscription:
+    """Move ``sub`` to ``status`` (the one place statuses change) and emit its event, with
+    ``event_data`` added to its payload."""
     if status not in TRANSITIONS.get(sub.status, ()):
         raise BillingError("INVALID_SUBSCRIPTION_TRANSITION",
                            f"the subscription is {sub.status}: it cannot become {status}")
@@ -445,7 +449,7 @@ def _transition(sub: Subscription, status: str, **changes) -> Subscription:
     sub.status = status
     sub.updated_at = utcnow()
     sub.save()
-    _emit_subscription(event, sub)
+    _emit_subscription(event, sub, **(event_data or {}))
     return sub
 
 
@@ -1293,8 +1297,10 @@ def replace_payment_method(subscription: Subscription, method: PaymentMethod) ->
 
 
 def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedback: str | None = None,
-           comment: str | None = None, actor: dict | None = None) -> Subscription:
-    """Cancel now, or at the next billing date (the customer may undo that before the date).
+           comment: str | None = None, actor: dict | None = None,
+           event_data: dict | None = None) -> Subscription:
+    """Cancel now, or at the next billing date (the customer may undo that before the date);
+    ``event_data`` is added to the event's payload (the retention offer declined).
 
     Cancelling now is always accepted: a charge still in flight that then succeeds is
     refunded in full (see ``settle``), so "you will not be charged again" stays true. Setting
@@ -1306,8 +1312,8 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
                    "cancellation_comment": comment or sub.cancellation_comment,
                    "cancelled_by": actor or sub.cancelled_by}
         if not at_next_billing_date:
-            _transition(sub, "cancelled", cancelled_at=utcnow(), cancel_at_next_billing_date=False,
-                        paused_at=None, resume_at=None, **details)
+            _transition(sub, "cancelled", event_data, cancelled_at=utcnow(),
+                        cancel_at_next_billing_date=False, paused_at=None, resume_at=None, **details)
             for payment in Payment.select(Payment.id).where((Payment.subscription == sub)
                                                             & Payment.status.in_(OPEN)):
                 later(withdraw_charge, payment.id, job_id=f"withdraw-{payment.id}", unique=True)
@@ -1321,7 +1327,7 @@ def cancel(subscription: Subscription, at_next_billing_date: bool = False, feedb
             setattr(sub, name, value)
         sub.cancel_at_next_billing_date, sub.updated_at = True, utcnow()
         sub.save()
-        _emit_subscription("subscription.updated", sub)
+        _emit_subscription("subscription.updated", sub, **(event_data or {}))
         _emit_notice("subscription.cancellation_scheduled", sub)
         return sub
 

@@ -52,7 +52,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from core import auth, billing, endpoints, portal_flows, portal_settings
+from core import auth, billing, endpoints, portal_flows, portal_settings, retention
 from core.auth import client_ip, limiter, merchant_required
 from core.jobs import enqueue
 from core.models import (
@@ -491,6 +491,15 @@ class DiscountForm(FlaskForm):
             raise ValidationError("A flat amount is a whole number of minor units (cents).")
 
 
+@bp.get("/cancellations")
+@merchant_required
+def cancellations():
+    """What customers said when they asked to cancel in the portal over the last 30 days,
+    and how many took the retention offer instead (``core.retention``)."""
+    summary = retention.summary(current_user.business.id, current_user.mode)
+    return render_template("dashboard/cancellations.html", summary=summary, labels=REASON_LABELS)
+
+
 @bp.route("/discounts", methods=["GET", "POST"])
 @merchant_required
 def discounts():
@@ -655,6 +664,11 @@ class ProductRuleForm(Form):
             raise ValidationError("The maximum cannot be below the minimum.")
 
 
+REASON_LABELS = dict(zip(portal_settings.REASONS, (
+    "Too expensive", "Missing features", "Switched to another service", "Not used enough",
+    "Customer service", "Quality too low", "Too complicated", "Another reason"), strict=True))
+
+
 class PortalSettingsForm(FlaskForm):
     """Settings → Customer portal: what the business's customers may do (``core.portal_settings``)."""
 
@@ -671,11 +685,12 @@ class PortalSettingsForm(FlaskForm):
         "customer_choice": "The customer chooses: now or at the end of the period",
         "immediately": "Immediately", "at_period_end": "At the end of the period"})
     prorated_refund = BooleanField("Refund the unused part of the period on an immediate cancel")
-    reasons = MultiCheckboxField("Reasons offered", choices=dict(zip(
-        portal_settings.REASONS, ("Too expensive", "Missing features", "Switched to another service",
-                                  "Not used enough", "Customer service", "Quality too low",
-                                  "Too complicated", "Another reason"), strict=True)))
+    reasons = MultiCheckboxField("Reasons offered", choices=REASON_LABELS)
     reason_required = BooleanField("A reason is required")
+    retention_discount_id = SelectField(
+        "Offer to stay", choices=[], default="",
+        description="A discount offered to a customer about to cancel, instead of cancelling "
+                    "(once per subscription). Create it under Sales → Discounts.")
     plan_change_enabled = BooleanField("Customers may change plan")
     quantity_change_enabled = BooleanField("Customers may change the quantity (seats)")
     pause_enabled = BooleanField(
@@ -698,6 +713,7 @@ class PortalSettingsForm(FlaskForm):
         data.update(cancellation_enabled=cancellation["enabled"], cancellation_mode=cancellation["mode"],
                     prorated_refund=cancellation["prorated_refund"], reasons=cancellation["reasons"],
                     reason_required=cancellation["reason_required"],
+                    retention_discount_id=cancellation["retention_discount_id"] or "",
                     plan_change_enabled=settings["plan_change"]["enabled"],
                     quantity_change_enabled=settings["quantity_change"]["enabled"],
                     pause_enabled=settings["pause"]["enabled"])
@@ -728,10 +744,19 @@ class PortalSettingsForm(FlaskForm):
                                  "mode": self.cancellation_mode.data,
                                  "prorated_refund": self.prorated_refund.data,
                                  "reasons": [r for r in portal_settings.REASONS if r in self.reasons.data],
-                                 "reason_required": self.reason_required.data},
+                                 "reason_required": self.reason_required.data,
+                                 "retention_discount_id": self.retention_discount_id.data or None},
                 "plan_change": {"enabled": self.plan_change_enabled.data, "products": rules},
                 "quantity_change": {"enabled": self.quantity_change_enabled.data},
                 "pause": {"enabled": self.pause_enabled.data}}
+
+
+def discount_label(discount: Discount) -> str:
+    """A discount as the dashboard names it: "20 % off, 3 payments"."""
+    off = (f"{discount.amount / 100:g} % off" if discount.type == "percentage"
+           else f"{discount.amount} (minor units) off")
+    cycles = discount.subscription_cycles
+    return off + (f", {cycles} payment{'s' if cycles != 1 else ''}" if cycles else ", every payment")
 
 
 @bp.route("/customer-portal", methods=["GET", "POST"])
@@ -744,6 +769,9 @@ def customer_portal():
                                         & (Product.archived == False)).order_by(Product.name))  # noqa: E712
     settings, _updated = portal_settings.load(current_user.business.id, current_user.mode)
     form = PortalSettingsForm.of(settings, plans)
+    form.retention_discount_id.choices = [("", "No offer")] + [
+        (d.id, f"{d.code}: {discount_label(d)}")
+        for d in _scoped(Discount).order_by(Discount.code)]
     names = {plan.id: plan.name for plan in plans}
     for entry in form.products:
         entry.form.switch_to.choices = {plan.id: plan.name for plan in plans

@@ -461,6 +461,27 @@ class Subscription(BaseModel):
                    (("customer", "status"), False))
 
 
+class CancellationRequest(BaseModel):
+    """A customer's "cancel" in the portal (``core.retention``): the reason and comment they
+    gave, when they wanted it to end (``now``, ``period_end``), the retention offer shown
+    (a discount, if any) and the ``outcome``: ``cancelled``, or ``offer_accepted`` (the
+    subscription stays, with the discount). The dashboard counts them."""
+
+    business = pw.ForeignKeyField(Business, on_delete="CASCADE")
+    mode = pw.CharField(max_length=4)
+    subscription = pw.ForeignKeyField(Subscription, on_delete="CASCADE")
+    customer = pw.ForeignKeyField(Customer, on_delete="CASCADE")
+    feedback = pw.CharField(max_length=32, null=True)  # Dodo's cancellation_feedback value
+    comment = pw.TextField(null=True)
+    when = pw.CharField(max_length=16)
+    offered_discount = pw.CharField(max_length=40, null=True)  # the discount offered to stay
+    outcome = pw.CharField(max_length=16)
+
+    class Meta:
+        id_prefix = "cxr"
+        indexes = ((("business", "mode", "created_at"), False),)
+
+
 class Payment(BaseModel):
     """One charge attempt of an amount: its kind, status, provider reference and idempotency key.
 
@@ -814,7 +835,7 @@ newest_first(Customer, Customer.business, Customer.mode, name="customer_business
 MODELS = [Business, PortalConfiguration, MerchantUser, ApiKey, Customer, Product, Addon, ProductAddon,
           PaymentMethod, Subscription, Payment, InvoiceSequence, Invoice, InvoicePdf, CreditNoteSequence,
           Refund, LicenseKey, LicenseKeyInstance, PortalToken, PortalSession, MerchantSession, AuditLog,
-          WebhookEndpoint, Event, Delivery, IdempotencyKey, Discount]
+          WebhookEndpoint, Event, Delivery, IdempotencyKey, Discount, CancellationRequest]
 
 
 def _migration_runners(app):

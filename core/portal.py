@@ -42,7 +42,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from core import auth, billing, licensing, payment_methods, portal_flows, portal_settings
+from core import auth, billing, licensing, payment_methods, portal_flows, portal_settings, retention
 from core.auth import client_ip, customer_required
 from core.billing_details import (
     InvalidBillingDetails,
@@ -479,11 +479,18 @@ def cancel(customer, subscription_id):
                       reason_required=policy["reason_required"] and bool(reasons))
     if form.validate_on_submit():
         later_on = form.when.data == "period_end"
+        feedback, comment = form.feedback.data or None, (form.comment.data or "").strip() or None
+        offer, choice = retention.offer_for(sub, settings()), request.form.get("offer")
+        if offer is not None and choice not in ("accept", "decline"):
+            return render("portal/retention_offer.html", sub=sub, form=form,
+                          offer=offer_words(offer, sub.currency))
+        if choice == "accept":
+            return stay_with_offer(sub, offer, feedback, comment, form.when.data)
         try:
-            billing.cancel(sub, at_next_billing_date=later_on, feedback=form.feedback.data or None,
-                           comment=(form.comment.data or "").strip() or None,
-                           actor={"actor_type": "customer", "email": customer.email,
-                                  "name": customer.name})
+            retention.cancel(sub, feedback, comment, form.when.data,
+                             offer if choice == "decline" else None,
+                             actor={"actor_type": "customer", "email": customer.email,
+                                    "name": customer.name})
         except billing.BillingError as error:
             flash(refusal(error), "error")
         else:
@@ -500,6 +507,33 @@ def cancel(customer, subscription_id):
         return done(url_for(".subscription", subscription_id=sub.id))
     return render("portal/cancel.html", sub=sub, form=form, whens=whens,
                   feedback=reasons), 400 if form.errors else 200
+
+
+def offer_words(discount, currency: str) -> dict:
+    """The retention offer as the page words it: ``{"off": "20 %", "payments": "your next 3
+    payments"}``, in the page's language."""
+    from flask_babel import ngettext
+
+    cycles = discount.subscription_cycles
+    return {"off": discount_off({"type": discount.type, "amount": discount.amount}, currency),
+            "payments": (ngettext("your next payment", "your next %(num)d payments", cycles)
+                         if cycles else _("every payment"))}
+
+
+def stay_with_offer(sub, offer, feedback, comment, when):
+    """The customer took the retention offer: the discount is theirs, nothing is cancelled.
+    An offer that is no longer there (used up meanwhile) cancels nothing either."""
+    if offer is None:
+        flash(_("This offer is no longer available. Your subscription is not cancelled."), "error")
+        return back_to(sub)
+    try:
+        retention.accept(sub, offer, feedback, comment, when)
+    except billing.BillingError as error:
+        flash(refusal(error), "error")
+    else:
+        words = offer_words(offer, sub.currency)
+        flash(_("Thank you for staying. %(off)s comes off %(payments)s.", **words))
+    return done(url_for(".subscription", subscription_id=sub.id))
 
 
 def cancel_whens(sub, policy) -> dict:

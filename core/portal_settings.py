@@ -2,8 +2,9 @@
 (billing history, payment method update, cancellation, plan change and add-ons, seat change,
 pausing, the profile fields they may edit, license activation removal), how cancellation works
 (when, with or without a prorated refund, which reasons are offered and whether one is
-required) and, per product, which products and quantities a plan change may go to and whether
-a change is charged now (prorated) or at the next renewal.
+required, the discount offered to stay: ``core.retention``) and, per product, which products
+and quantities a plan change may go to and whether a change is charged now (prorated) or at
+the next renewal.
 
 Settings are read afresh for every request (``current``), so a change applies to the next page
 a customer opens. A business that never changed them has ``DEFAULTS``: everything on but pausing, the
@@ -32,7 +33,8 @@ DEFAULTS = {
     "license_activation_removal": True,
     "profile_fields": {name: True for name in PROFILE_FIELDS},
     "cancellation": {"enabled": True, "mode": "customer_choice", "prorated_refund": False,
-                     "reasons": list(REASONS), "reason_required": False},
+                     "reasons": list(REASONS), "reason_required": False,
+                     "retention_discount_id": None},
     "plan_change": {"enabled": True, "products": []},
     "quantity_change": {"enabled": True},
     "pause": {"enabled": False},  # customers pause and resume only where the merchant says so

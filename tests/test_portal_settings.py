@@ -123,7 +123,8 @@ def test_the_api_answers_the_defaults_until_the_merchant_changes_something(api, 
     assert answer["updated_at"] is None and answer["billing_history"] is True
     assert answer["cancellation"] == {"enabled": True, "mode": "customer_choice",
                                       "prorated_refund": False, "reason_required": False,
-                                      "reasons": list(portal_settings.REASONS)}
+                                      "reasons": list(portal_settings.REASONS),
+                                      "retention_discount_id": None}
     assert answer["plan_change"] == {"enabled": True, "products": []}
     assert answer["quantity_change"] == {"enabled": True} and answer["pause"] == {"enabled": False}
 

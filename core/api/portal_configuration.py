@@ -7,7 +7,7 @@ from flask import g
 from core import portal_settings
 from core.api import schemas
 from core.api.wire import ApiError, owned, route
-from core.models import Product
+from core.models import Discount, Product
 
 TAG = "Customer portal"
 
@@ -36,6 +36,10 @@ def update_portal_configuration(body: schemas.PortalConfigurationUpdate):
     if cancellation["reason_required"] and not cancellation["reasons"]:
         raise ApiError(422, "INVALID_REQUEST_BODY",
                        "cancellation.reason_required needs at least one reason to choose from.")
+    offer = cancellation.get("retention_discount_id")
+    if offer and not owned(Discount).where(Discount.id == offer).exists():
+        raise ApiError(422, "INVALID_REQUEST_BODY",
+                       f"cancellation.retention_discount_id: no such discount: {offer}.")
     rules = (changes.get("plan_change") or {}).get("products")
     if rules is not None:
         named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}

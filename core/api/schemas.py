@@ -1264,6 +1264,9 @@ class CancellationIn(In):
     reasons: Annotated[list[Reason], Field(max_length=8)] = Field(
         None, description="The reasons offered, in this order; empty: none asked.")
     reason_required: StrictBool = None
+    retention_discount_id: Id | None = Field(None, description="A discount (its id) offered "
+                                             "to a customer who is about to cancel, instead of "
+                                             "cancelling; null: no offer.")
 
 
 class ProductRule(In):
@@ -1316,6 +1319,7 @@ class Cancellation(Out):
     prorated_refund: bool
     reasons: list[Reason]
     reason_required: bool
+    retention_discount_id: str | None
 
 
 class ProductRuleOut(Out):
