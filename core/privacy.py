@@ -22,6 +22,7 @@ from core.jobs import queue
 from core.models import (
     AuditLog,
     Business,
+    CancellationRequest,
     Customer,
     Event,
     Invoice,
@@ -59,7 +60,8 @@ def _jsonable(value):
 
 
 def export(customer: Customer, by: str) -> dict:
-    """Everything held about ``customer``: profile, subscriptions, payments, invoices (without
+    """Everything held about ``customer``: profile, subscriptions (and requests to cancel them),
+    payments, invoices (without
     their PDF), license keys and activations, payment methods (display details), portal
     sessions, sign-in links (without their token) and the audit entries about them.
     ``by`` (``cli``, an API key prefix, ``portal``) goes to the audit log."""
@@ -70,6 +72,8 @@ def export(customer: Customer, by: str) -> dict:
         "business": {"id": customer.business_id, "name": Business.get_by_id(customer.business_id).name},
         "customer": model_to_dict(customer, recurse=False),
         "subscriptions": _rows(Subscription, Subscription.select().where(Subscription.customer == customer)),
+        "cancellation_requests": _rows(CancellationRequest, CancellationRequest.select()
+                                       .where(CancellationRequest.customer == customer)),
         "payments": _rows(Payment, Payment.select().where(Payment.customer == customer)),
         "invoices": _rows(Invoice, Invoice.select().where(Invoice.customer == customer)),
         "license_keys": _rows(LicenseKey, keys),
@@ -121,6 +125,8 @@ def erase(customer: Customer, by: str) -> Customer:
             Subscription.update(billing=None, cancellation_comment=None,
                                 cancelled_by=_scrub(sub.cancelled_by, personal)).where(
                 Subscription.id == sub.id).execute()
+        CancellationRequest.update(comment=None).where(
+            CancellationRequest.customer == customer).execute()
         LicenseKeyInstance.update(name="erased").where(LicenseKeyInstance.license_key.in_(
             LicenseKey.select(LicenseKey.id).where(LicenseKey.customer == customer))).execute()
         AuditLog.update(ip=None, detail={}).where(

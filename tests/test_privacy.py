@@ -16,6 +16,7 @@ from core.cli import main
 from core.models import (
     AuditLog,
     Business,
+    CancellationRequest,
     Customer,
     Event,
     Invoice,
@@ -49,9 +50,13 @@ def sign_in(client, customer):
 
 @pytest.fixture
 def everything(app, client, ann, product, subscribe):
-    """Ann with every kind of record: a subscription, its payment, invoice and card, a license
-    key with an activation, a portal session, an unused sign-in link and audit entries."""
+    """Ann with every kind of record: a subscription, its payment, invoice and card, a request
+    to cancel it that she later took back, a license key with an activation, a portal session,
+    an unused sign-in link and audit entries."""
     sub, payment = subscribe(ann, product)
+    CancellationRequest.create(business=ann.business_id, mode="test", subscription=sub, customer=ann,
+                               feedback="other", comment="Call Ann Example on +33612345678",
+                               when="period_end", outcome="cancelled")
     key = LicenseKey.create(business=ann.business_id, mode="test", customer=ann, product=product,
                             key="LIC-ANN-0001", payment=payment)
     LicenseKeyInstance.create(license_key=key, name="Ann's laptop")
@@ -76,6 +81,8 @@ def test_export_holds_every_kind_of_record_about_the_customer(cli_env, everythin
     assert payment.id in [row["id"] for row in document["payments"]]
     assert [row["payment"] for row in document["invoices"]] == [payment.id]
     assert [row["key"] for row in document["license_keys"]] == ["LIC-ANN-0001"]
+    assert [row["comment"] for row in document["cancellation_requests"]] == [
+        "Call Ann Example on +33612345678"]
     assert [row["name"] for row in document["license_key_instances"]] == ["Ann's laptop"]
     assert [row["last4"] for row in document["payment_methods"]] == ["4242"]
     assert len(document["sessions"]) == 1 and len(document["sign_in_links"]) == 2
@@ -123,7 +130,8 @@ def personal_data_left(customer_id) -> list[str]:
     """The rows about the customer, other than invoices and payments, that still hold any of
     their personal data."""
     rows = [Customer.get_by_id(customer_id)]
-    for model in (Subscription, PaymentMethod, PortalSession, PortalToken, AuditLog, Event, LicenseKey):
+    for model in (Subscription, CancellationRequest, PaymentMethod, PortalSession, PortalToken,
+                  AuditLog, Event, LicenseKey):
         rows += list(model.select().where(model.customer == customer_id))
     rows += list(LicenseKeyInstance.select().join(LicenseKey).where(LicenseKey.customer == customer_id))
     text = json.dumps([model_to_dict(row, recurse=False) for row in rows], default=str)
