@@ -1443,7 +1443,8 @@ def resume(subscription: Subscription) -> Subscription:
     with transaction():
         sub = _locked_subscription(subscription.id)
         if sub.status != "paused":
-            raise BillingError("SUBSCRIPTION_NOT_PAUSED", f"a {sub.status} subscription is not paused")
+            raise BillingError("SUBSCRIPTION_NOT_PAUSED",
+                               f"the subscription is {sub.status}, not paused: nothing to resume")
         now = utcnow()
         left = max(sub.next_billing_date - (sub.paused_at or now), timedelta(0))
         _start_periods_at(sub, now + left)

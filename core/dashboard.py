@@ -769,9 +769,11 @@ def customer_portal():
                                         & (Product.archived == False)).order_by(Product.name))  # noqa: E712
     settings, _updated = portal_settings.load(current_user.business.id, current_user.mode)
     form = PortalSettingsForm.of(settings, plans)
+    offer = settings["cancellation"]["retention_discount_id"]
     form.retention_discount_id.choices = [("", "No offer")] + [
         (d.id, f"{d.code}: {discount_label(d)}")
-        for d in _scoped(Discount).order_by(Discount.code)]
+        for d in _scoped(Discount).order_by(Discount.code)
+        if retention.offerable(d) or d.id == offer]  # a spent code is not offered anew
     names = {plan.id: plan.name for plan in plans}
     for entry in form.products:
         entry.form.switch_to.choices = {plan.id: plan.name for plan in plans

@@ -133,6 +133,7 @@ def done(default: str):
     """Where a finished task leads: in a flow session, the flow's ending (its confirmation,
     redirect or the portal's home); otherwise ``default``."""
     if current_user.session.flow:
+        portal_flows.complete(current_user.session)
         return redirect(url_for(".flow_done"), 303)
     return redirect(default, 303)
 
@@ -226,16 +227,8 @@ def saved_methods(customer) -> list[PaymentMethod]:
 
 
 def other_plans(customer, sub: Subscription):
-    """Plans this subscription may move to: the business's other recurring products in the
-    same mode and currency, still on sale, and among those the merchant lets this product
-    switch to (its plan-change rule), when it set one."""
-    plans = (Product.select()
-             .where((Product.business == customer.business_id) & (Product.mode == customer.mode)
-                    & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
-                    & (Product.currency == sub.currency) & (Product.id != sub.product_id))
-             .order_by(Product.price, Product.name))
-    rule = portal_settings.product_rule(settings(), sub.product_id)
-    return plans.where(Product.id.in_(rule["switch_to"])) if rule else plans
+    """Plans this subscription may move to (``portal_settings.plans_to_switch_to``)."""
+    return portal_settings.plans_to_switch_to(settings(), sub)
 
 
 def with_invoices(query):
@@ -993,6 +986,8 @@ def flow_done(customer):
     flow = current_user.session.flow
     if not flow:
         return redirect(url_for(".home"), 303)
+    if not flow.get("completed") and not portal_flows.paid_for(current_user.session):
+        return redirect(portal_flows.start(flow), 303)  # the task is not done: back to it
     after = flow["after_completion"] if flow.get("completed") else portal_flows.complete(
         current_user.session)
     if after["type"] == "redirect":

@@ -14,7 +14,8 @@ the confirmation, is redirected, or (``portal_homepage``) gets the whole portal.
 from flask import url_for
 
 from core import portal_settings
-from core.models import Customer, PortalSession, Product, Subscription
+from core.models import Customer, Payment, PortalSession, Product, Subscription
+from core.text import web_url
 
 TYPES = ("payment_method_update", "subscription_cancel", "subscription_update",
          "subscription_update_confirm", "customer_update")
@@ -89,19 +90,34 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
         stored["product_id"] = product.id
         stored["quantity"] = flow.get("quantity") or sub.quantity
         stored["same_plan"] = product.id == sub.product_id  # a change of quantity (seats) only
+    settings = portal_settings.load(customer.business_id, customer.mode)[0]
+    if kind == "subscription_update_confirm":
+        _check_change(settings, sub, product, stored["quantity"])
     feature = seat_changes_on if stored.get("same_plan") else FEATURE[kind]
-    if not feature(portal_settings.load(customer.business_id, customer.mode)[0]):
+    if not feature(settings):
         raise FlowError("PORTAL_FEATURE_DISABLED",
                         f"The {kind} flow needs a portal feature this business has switched off.")
     after = dict(after or {"type": "hosted_confirmation"})
     if after["type"] == "redirect":
-        url = after.get("url") or ""
-        if not url.startswith(("https://", "http://")) or (live and not url.startswith("https://")):
+        if not web_url(after.get("url"), https_only=live):
             raise FlowError("INVALID_REQUEST_BODY", "after_completion.url must be an absolute "
                                                     "https:// URL (http:// too in test mode).")
     stored["after_completion"] = {"type": after["type"], "url": after.get("url"),
                                   "message": after.get("message")}
     return stored
+
+
+def _check_change(settings: dict, sub: Subscription, product: Product, quantity: int):
+    """A confirmation link must lead to a change the portal would offer: a plan the merchant
+    lets this subscription move to (or its own), in a quantity within the rule's bounds."""
+    if product.id != sub.product_id and not portal_settings.plans_to_switch_to(
+            settings, sub).where(Product.id == product.id).exists():
+        raise FlowError("INVALID_REQUEST_BODY", f"flow.product_id: {product.name} is not a plan "
+                                                "this subscription may change to.")
+    (low, high), _when = portal_settings.change_terms(settings, sub.product_id)
+    if not low <= quantity <= high:
+        raise FlowError("INVALID_REQUEST_BODY",
+                        f"flow.quantity must be from {low} to {high} for this subscription.")
 
 
 def start(flow: dict) -> str:
@@ -133,6 +149,16 @@ def allows(flow: dict, endpoint: str, view_args: dict) -> bool:
     if "product_id" in view_args and flow.get("product_id") not in (None, view_args["product_id"]):
         return False
     return True
+
+
+def paid_for(session: PortalSession) -> bool:
+    """Whether the flow's task ended in a charge that succeeded (an upgrade, the amount due of
+    an on-hold subscription): a payment of its subscription made since the session began. Such
+    a flow ends from the payment's page; any other ends when its form is done."""
+    sub_id = session.flow.get("subscription_id")
+    return sub_id is not None and Payment.select().where(
+        (Payment.subscription == sub_id) & (Payment.customer == session.customer_id)
+        & (Payment.status == "succeeded") & (Payment.created_at >= session.created_at)).exists()
 
 
 def complete(session: PortalSession) -> dict:

@@ -19,7 +19,7 @@ from flask import request
 from peewee import IntegrityError
 
 from core import billing
-from core.models import Payment, PortalConfiguration, Refund, Subscription, db, utcnow
+from core.models import Payment, PortalConfiguration, Product, Refund, Subscription, db, utcnow
 
 REASONS = ("too_expensive", "missing_features", "switched_service", "unused", "customer_service",
            "low_quality", "too_complex", "other")  # Dodo's CancellationFeedback values
@@ -86,6 +86,19 @@ def product_rule(settings: dict, product_id: str) -> dict | None:
     """The plan-change rule the merchant set for subscriptions of ``product_id``, if any."""
     return next((rule for rule in settings["plan_change"]["products"]
                  if rule["product_id"] == product_id), None)
+
+
+def plans_to_switch_to(settings: dict, sub: Subscription):
+    """The plans ``sub`` may move to, cheapest first: the business's other recurring products
+    in its mode and currency, still on sale, and among those the ones the merchant lets its
+    product switch to (its plan-change rule), when it set one."""
+    plans = (Product.select()
+             .where((Product.business == sub.business_id) & (Product.mode == sub.mode)
+                    & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
+                    & (Product.currency == sub.currency) & (Product.id != sub.product_id))
+             .order_by(Product.price, Product.name))
+    rule = product_rule(settings, sub.product_id)
+    return plans.where(Product.id.in_(rule["switch_to"])) if rule else plans
 
 
 def change_terms(settings: dict, product_id: str) -> tuple[tuple[int, int], str]:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from core import billing
+from core import billing, portal_settings
 from core.jobs import transaction
 from core.models import CancellationRequest, Discount, Subscription, utcnow
 
@@ -24,9 +24,10 @@ OUTCOMES = ("cancelled", "offer_accepted")
 def offer_for(sub: Subscription, settings: dict) -> Discount | None:
     """The discount to offer before ``sub`` is cancelled, if any: the one the settings name,
     while it can still be given to this subscription's product (``billing.check_discount``),
-    to an active subscription that has not accepted an offer before."""
+    to an active subscription that has not accepted an offer before and has no discount left
+    to use (the offer would replace it: a customer is never moved to a smaller one)."""
     discount_id = settings["cancellation"].get("retention_discount_id")
-    if not discount_id or sub.status != "active":
+    if not discount_id or sub.status != "active" or billing.current_discount(sub) is not None:
         return None
     discount = Discount.get_or_none((Discount.id == discount_id) & (Discount.business == sub.business_id)
                                     & (Discount.mode == sub.mode))
@@ -41,6 +42,21 @@ def offer_for(sub: Subscription, settings: dict) -> Discount | None:
     return None if accepted.exists() else discount
 
 
+def offerable(discount: Discount, now: datetime | None = None) -> bool:
+    """Whether ``discount`` may still be given to anyone: not expired, not used up."""
+    now = now or utcnow()
+    return ((discount.expires_at is None or discount.expires_at > now)
+            and (discount.usage_limit is None or discount.times_used < discount.usage_limit))
+
+
+def forget(discount: Discount):
+    """A deleted discount is no longer the retention offer of its business and mode."""
+    settings = portal_settings.load(discount.business_id, discount.mode)[0]
+    if settings["cancellation"].get("retention_discount_id") == discount.id:
+        portal_settings.save(discount.business_id, discount.mode,
+                             {"cancellation": {"retention_discount_id": None}})
+
+
 def accept(sub: Subscription, discount: Discount, feedback: str | None, comment: str | None,
            when: str) -> Subscription:
     """The customer stays: ``sub`` gets ``discount`` (``subscription.updated`` says why) and
@@ -48,7 +64,7 @@ def accept(sub: Subscription, discount: Discount, feedback: str | None, comment:
     ``billing.apply_discount`` does (the code used up meanwhile, say), changing nothing."""
     with transaction():
         sub = billing.apply_discount(sub, discount, event_data={
-            "cancellation_feedback": feedback,
+            "cancellation_feedback": feedback, "cancellation_comment": comment,
             "retention_offer": {"discount_id": discount.id, "outcome": "accepted"}})
         _record(sub, feedback, comment, when, discount, "offer_accepted")
     return sub

@@ -1,4 +1,5 @@
-"""What text from outside may be, in one place: single-line text and local redirect targets.
+"""What text from outside may be, in one place: single-line text, local redirect targets and
+the absolute web addresses a merchant gives for customers to be sent to.
 
 Names, descriptions and the like typed in the portal, the dashboard or sent to the API are
 single-line text (``SINGLE_LINE``): no control characters, so that an e-mail header built from
@@ -12,11 +13,22 @@ from urllib.parse import urlsplit
 
 SINGLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"  # C0 and C1 control characters, CR and LF among them
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# An absolute http(s) URL whose host is plain letters, digits, dots and hyphens (no user info,
+# spaces or backslashes) and whose path is visible ASCII: what a redirect may be sent to.
+WEB_URL = r"^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,5})?(/[!-~]*)?$"
 
 
 def single_line(value) -> bool:
     """Whether ``value`` is one line of text: no control character (CR, LF, tab, NUL…)."""
     return isinstance(value, str) and CONTROL.search(value) is None
+
+
+def web_url(value, https_only: bool = False, max_length: int = 2000) -> bool:
+    """Whether ``value`` is an absolute web address (``WEB_URL``) customers may be sent to,
+    of https only when ``https_only`` (live mode)."""
+    return (isinstance(value, str) and len(value) <= max_length
+            and re.fullmatch(WEB_URL, value) is not None
+            and (not https_only or value.startswith("https://")))
 
 
 def local_path(target, within: str = "/") -> str | None:

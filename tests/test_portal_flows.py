@@ -219,3 +219,64 @@ def test_the_dashboards_share_invite_makes_the_same_deep_link(client, business, 
     browser = client.application.test_client()
     assert open_link(browser, link) == f"/portal/subscriptions/{sub.id}/payment-method"
     assert browser.get("/portal/").status_code == 404
+
+
+@pytest.mark.parametrize("ending", ["hosted_confirmation", "portal_homepage"])
+def test_opening_the_flows_end_before_doing_its_task_leads_back_to_the_task(
+        api, client, customer, product, subscribe, ending):
+    sub, _ = subscribe(customer, product)
+    answer = deep_link(api, customer, {"type": "subscription_cancel", "subscription_id": sub.id},
+                       {"type": ending, "message": "Your subscription is cancelled."
+                        if ending == "hosted_confirmation" else None})
+    landing = open_link(client, answer.json["link"])
+    early = client.get("/portal/flow/done")
+    assert early.status_code == 303 and early.headers["Location"] == landing
+    assert client.get("/portal/").status_code == 404  # still only the flow: nothing was ended
+    assert client.get(landing).status_code == 200 and sub.refresh().status == "active"
+    done = post(client, landing, {"when": "now"})
+    assert done.headers["Location"] == "/portal/flow/done" and sub.refresh().status == "cancelled"
+    end = client.get("/portal/flow/done")
+    if ending == "portal_homepage":
+        assert end.headers["Location"] == "/portal/" and client.get("/portal/").status_code == 200
+    else:
+        assert "Your subscription is cancelled." in text(end)
+
+
+@pytest.mark.parametrize("url", ["http://", "https://evil .example/x", "http://\\evil.example",
+                                 "https://user@evil.example/", "javascript:alert(1)"])
+def test_the_share_invite_refuses_a_redirect_the_api_would_refuse(client, business, customer, product,
+                                                                   subscribe, url):
+    from core import auth
+
+    sub, _ = subscribe(customer, product)
+    auth.create_merchant_user(business, "owner@acme.test", "a long enough password")
+    page = client.get("/dashboard/login")
+    client.post("/dashboard/login", data={"csrf_token": csrf_token(page.text), "email": "owner@acme.test",
+                                          "password": "a long enough password"})
+    page = client.get(f"/dashboard/customers/{customer.id}")
+    answer = client.post(f"/dashboard/customers/{customer.id}/invite-link", data={
+        "csrf_token": csrf_token(page.text), "flow": "payment_method_update",
+        "subscription_id": sub.id, "after_completion": "redirect", "url": url})
+    shown = client.get(answer.headers["Location"]) if answer.status_code in (302, 303) else answer
+    assert "after_completion.url must be an absolute" in text(shown)
+    assert "/session/" not in shown.text
+
+
+@pytest.mark.parametrize("case", ["one_time", "not_allowed", "too_many"])
+def test_a_confirmation_link_to_a_change_the_portal_would_not_offer_is_refused(
+        api, business, customer, product, subscribe, team, case):
+    sub, _ = subscribe(customer, product)
+    other = Product.create(business=business, mode="test", name="Agency", price=9000,
+                           currency="EUR", is_recurring=True)
+    one_time = Product.create(business=business, mode="test", name="Setup", price=9000,
+                              currency="EUR", is_recurring=False)
+    api.patch("/customer-portal/configuration", {"plan_change": {"products": [
+        {"product_id": product.id, "switch_to": [team.id], "min_quantity": 1, "max_quantity": 4}]}})
+    target, quantity = {"one_time": (one_time, 1), "not_allowed": (other, 1),
+                        "too_many": (team, 99)}[case]
+    answer = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
+                                       "product_id": target.id, "quantity": quantity})
+    assert answer.status_code == 422 and answer.json["code"] == "INVALID_REQUEST_BODY"
+    allowed = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
+                                        "product_id": team.id, "quantity": 4})
+    assert allowed.status_code == 200

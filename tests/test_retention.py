@@ -215,3 +215,37 @@ def test_the_cancel_flow_with_its_retention_offer_in_a_browser(served, page, cus
         sub = Subscription.get_by_id(sub.id)
         assert sub.status == "cancelled" and sub.cancellation_feedback == "too_expensive"
         assert last_event("subscription.cancelled").data["retention_offer"]["outcome"] == "declined"
+
+
+def test_a_subscription_with_a_discount_left_is_not_offered_one_that_would_replace_it(
+        client, business, customer, product, subscribe, offer):
+    half = Discount.create(business=business, mode="test", code="HALF12", type="percentage",
+                           amount=5000, subscription_cycles=12)
+    sub, _ = subscribe(customer, product, discount=half)
+    sign_in(client, customer)
+    assert ask_to_cancel(client, sub).status_code == 303  # no offer page: cancelled as asked
+    sub = sub.refresh()
+    assert sub.status == "cancelled" and sub.discount["discount_id"] == half.id
+
+
+@pytest.mark.parametrize("spent", [{"expires_at": utcnow() - timedelta(days=1)},
+                                   {"usage_limit": 2, "times_used": 2}])
+def test_an_expired_or_used_up_discount_cannot_be_made_the_offer(api, business, offer, spent):
+    Discount.update(**spent).where(Discount.id == offer.id).execute()
+    answer = api.patch("/customer-portal/configuration",
+                       {"cancellation": {"retention_discount_id": offer.id}})
+    assert answer.status_code == 422 and "expired or is used up" in answer.json["message"]
+
+
+def test_deleting_the_offers_discount_ends_the_offer_and_other_settings_still_change(api, offer):
+    assert api.delete(f"/discounts/{offer.id}").status_code == 200
+    assert api.get("/customer-portal/configuration").json["cancellation"]["retention_discount_id"] is None
+    answer = api.patch("/customer-portal/configuration", {"billing_history": False})
+    assert answer.status_code == 200 and answer.json["billing_history"] is False
+
+
+def test_a_setting_changed_after_the_offers_code_ran_out_is_still_saved(api, offer):
+    Discount.update(usage_limit=1, times_used=1).where(Discount.id == offer.id).execute()
+    answer = api.patch("/customer-portal/configuration", {"billing_history": False})
+    assert answer.status_code == 200
+    assert answer.json["cancellation"]["retention_discount_id"] == offer.id

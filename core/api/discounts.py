@@ -6,7 +6,7 @@ of the subscription's currency. Subscriptions get one with ``discount_code`` at 
 from flask import g
 from peewee import fn
 
-from core import billing, payloads
+from core import billing, payloads, retention
 from core.api import schemas
 from core.api.wire import ApiError, owned, paginate, route, scoped
 from core.models import Discount, Product, utcnow
@@ -103,7 +103,8 @@ def list_discounts(query: schemas.DiscountListQuery):
 
 @route("DELETE", "/discounts/{discount_id}", tag=TAG)
 def delete_discount(discount_id: str):
-    """Delete a discount: its code can no longer be used. Subscriptions given it keep it for
-    the cycles they have left."""
+    """Delete a discount: its code can no longer be used, nor is it the portal's retention
+    offer any more. Subscriptions given it keep it for the cycles they have left."""
     discount = scoped(Discount, discount_id, "discount")
     Discount.delete().where(Discount.id == discount.id).execute()
+    retention.forget(discount)

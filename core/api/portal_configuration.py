@@ -4,12 +4,24 @@ change to. The dashboard's Settings → Customer portal edits the same settings.
 
 from flask import g
 
-from core import portal_settings
+from core import portal_settings, retention
 from core.api import schemas
 from core.api.wire import ApiError, owned, route
 from core.models import Discount, Product
 
 TAG = "Customer portal"
+
+
+def _check_offer(discount: Discount | None, discount_id: str):
+    """A retention offer must be a discount of the business that can still be given: not
+    expired, not used up (one not started yet is fine: it is offered from its start)."""
+    if discount is None:
+        raise ApiError(422, "INVALID_REQUEST_BODY",
+                       f"cancellation.retention_discount_id: no such discount: {discount_id}.")
+    if not retention.offerable(discount):
+        raise ApiError(422, "INVALID_REQUEST_BODY",
+                       f"cancellation.retention_discount_id: the discount {discount.code} has "
+                       "expired or is used up, so it could never be offered.")
 
 
 def _answer(settings: dict, updated_at) -> dict:
@@ -36,10 +48,9 @@ def update_portal_configuration(body: schemas.PortalConfigurationUpdate):
     if cancellation["reason_required"] and not cancellation["reasons"]:
         raise ApiError(422, "INVALID_REQUEST_BODY",
                        "cancellation.reason_required needs at least one reason to choose from.")
-    offer = cancellation.get("retention_discount_id")
-    if offer and not owned(Discount).where(Discount.id == offer).exists():
-        raise ApiError(422, "INVALID_REQUEST_BODY",
-                       f"cancellation.retention_discount_id: no such discount: {offer}.")
+    offer = (changes.get("cancellation") or {}).get("retention_discount_id")
+    if offer:
+        _check_offer(owned(Discount).where(Discount.id == offer).first(), offer)
     rules = (changes.get("plan_change") or {}).get("products")
     if rules is not None:
         named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}

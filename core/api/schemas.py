@@ -26,6 +26,7 @@ from pydantic import (
 
 from core.api import enums
 from core.text import SINGLE_LINE
+from core.text import WEB_URL as URL
 
 # --- Building blocks -----------------------------------------------------------------------------
 
@@ -44,7 +45,6 @@ EventType = Literal[enums.WEBHOOK_EVENT_TYPES]
 VISIBLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"  # and not blank
 NO_NUL = r"^[^\x00]*$"
 E164 = r"^\+[1-9][0-9]{6,14}$"
-URL = r"^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,5})?(/[!-~]*)?$"
 ITERATOR = r"^(next|prev):[A-Za-z0-9_]{1,64}$"
 IDEMPOTENCY_KEY_CHARS = r"[!-~]{1,255}"  # 1 to 255 visible ASCII characters, such as a UUID
 IDEMPOTENCY = f"^{IDEMPOTENCY_KEY_CHARS}$"
