@@ -87,7 +87,11 @@ def test_removing_the_only_card_of_an_on_hold_subscription_is_refused(ann, custo
     for method in live(customer):
         if method.id != sub.payment_method_id:
             PaymentMethod.update(deleted_at=method.created_at).where(PaymentMethod.id == method.id).execute()
-    post(ann, f"/portal/payment-methods/{sub.payment_method_id}/remove")
+    answer = post(ann, f"/portal/payment-methods/{sub.payment_method_id}/remove")
+    assert answer.status_code == 303
+    page = text(ann.get(answer.headers["Location"]))
+    assert ("cannot be removed: it is the only payment method of your "
+            f"{sub.product.name} subscription. Add another card first.") in page
     assert [m.id for m in live(customer)] == [sub.payment_method_id]
 
 
