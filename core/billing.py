@@ -1521,18 +1521,27 @@ def remind_renewal(subscription_id: str, due: str):
     """Job: tell the customer that their subscription renews at ``due`` (ISO), with the amount
     and a link to it; once per renewal date (``renewal_reminded_for``, set in the same
     transaction as the notice is recorded)."""
+    return _notify_once(subscription_id, due, "subscription.renewal_reminder",
+                        lambda sub: not sub.in_trial and not (
+                            sub.expires_at and sub.expires_at <= sub.next_billing_date))
+
+
+def _notify_once(subscription_id: str, due: str, type: str, still_owed):
+    """Tell the customer, once per billing date ``due`` (ISO), what their next charge will be:
+    a ``customer_only`` notice ``type`` with the amount (``renewal_quote``), recorded in the
+    same transaction as ``renewal_reminded_for`` is set. Nothing when the subscription is no
+    longer active, is set to cancel, has moved its date, was told already, or when
+    ``still_owed(sub)`` says this notice no longer applies."""
     with transaction():
         sub = for_update(Subscription.select().where(Subscription.id == subscription_id)).first()
         if (sub is None or sub.status != "active" or sub.cancel_at_next_billing_date
-                or sub.in_trial or (sub.expires_at and sub.expires_at <= sub.next_billing_date)
                 or payloads.iso(sub.next_billing_date) != due
-                or sub.renewal_reminded_for == sub.next_billing_date):
+                or sub.renewal_reminded_for == sub.next_billing_date or not still_owed(sub)):
             return None
         amount, tax = renewal_quote(sub)
         Subscription.update(renewal_reminded_for=sub.next_billing_date).where(
             Subscription.id == sub.id).execute()
-        return _emit_notice("subscription.renewal_reminder", sub, renewal_amount=amount,
-                            renewal_tax=tax)
+        return _emit_notice(type, sub, renewal_amount=amount, renewal_tax=tax)
 
 
 # --- Trial endings ----------------------------------------------------------------------------
@@ -1558,17 +1567,7 @@ def announce_trial_end(subscription_id: str, due: str):
     charged, with a link to cancel before; once per trial end (``renewal_reminded_for``, set
     in the same transaction as the notice is recorded). Dodo has no event for it: a
     ``customer_only`` notice, ``subscription.trial_ending``, which no webhook carries."""
-    with transaction():
-        sub = for_update(Subscription.select().where(Subscription.id == subscription_id)).first()
-        if (sub is None or sub.status != "active" or not sub.in_trial
-                or sub.cancel_at_next_billing_date or payloads.iso(sub.next_billing_date) != due
-                or sub.renewal_reminded_for == sub.next_billing_date):
-            return None
-        amount, tax = renewal_quote(sub)
-        Subscription.update(renewal_reminded_for=sub.next_billing_date).where(
-            Subscription.id == sub.id).execute()
-        return _emit_notice("subscription.trial_ending", sub, renewal_amount=amount,
-                            renewal_tax=tax)
+    return _notify_once(subscription_id, due, "subscription.trial_ending", lambda sub: sub.in_trial)
 
 
 # --- Plan changes ----------------------------------------------------------------------------
