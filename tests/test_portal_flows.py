@@ -40,6 +40,18 @@ def open_link(client, link) -> str:
     return answer.headers["Location"]
 
 
+def sign_in_to_dashboard(client, business):
+    """Sign ``client`` in to the dashboard as the business's owner."""
+    from core import auth
+
+    auth.create_merchant_user(business, "owner@acme.test", "a long enough password")
+    page = client.get("/dashboard/login")
+    answer = client.post("/dashboard/login", data={"csrf_token": csrf_token(page.text),
+                                                   "email": "owner@acme.test",
+                                                   "password": "a long enough password"})
+    assert answer.status_code == 303
+
+
 def post(client, path, data=None, page=None):
     token = csrf_token(client.get(page or path).text)
     return client.post(path, data={"csrf_token": token, **(data or {})})
@@ -203,13 +215,8 @@ def test_a_live_redirect_must_be_https(client, business, customer):
 
 def test_the_dashboards_share_invite_makes_the_same_deep_link(client, business, customer, product,
                                                              subscribe):
-    from core import auth
-
     sub, _ = subscribe(customer, product)
-    auth.create_merchant_user(business, "owner@acme.test", "a long enough password")
-    page = client.get("/dashboard/login")
-    client.post("/dashboard/login", data={"csrf_token": csrf_token(page.text), "email": "owner@acme.test",
-                                          "password": "a long enough password"})
+    sign_in_to_dashboard(client, business)
     page = client.get(f"/dashboard/customers/{customer.id}")
     assert "Deep link into one task" in page.text
     answer = client.post(f"/dashboard/customers/{customer.id}/invite-link", data={
@@ -246,13 +253,8 @@ def test_opening_the_flows_end_before_doing_its_task_leads_back_to_the_task(
                                  "https://user@evil.example/", "javascript:alert(1)"])
 def test_the_share_invite_refuses_a_redirect_the_api_would_refuse(client, business, customer, product,
                                                                    subscribe, url):
-    from core import auth
-
     sub, _ = subscribe(customer, product)
-    auth.create_merchant_user(business, "owner@acme.test", "a long enough password")
-    page = client.get("/dashboard/login")
-    client.post("/dashboard/login", data={"csrf_token": csrf_token(page.text), "email": "owner@acme.test",
-                                          "password": "a long enough password"})
+    sign_in_to_dashboard(client, business)
     page = client.get(f"/dashboard/customers/{customer.id}")
     answer = client.post(f"/dashboard/customers/{customer.id}/invite-link", data={
         "csrf_token": csrf_token(page.text), "flow": "payment_method_update",
