@@ -1602,6 +1602,7 @@ class PlanChange:
     dropped_addons: tuple = ()  # names of add-ons the new plan does not offer
     drops_discount: bool = False  # the subscription's discount ends with the change
     charge: dict | None = None  # the charge made now (``_charge_for``), if any
+    replaces: dict | None = None  # the change waiting for the next billing date, replaced
 
     @property
     def payment_frequency_count(self) -> int:
@@ -1612,19 +1613,32 @@ class PlanChange:
         return self.price["payment_frequency_interval"]
 
 
+def planned_plan(sub: Subscription) -> tuple[int, list[dict]]:
+    """The quantity and add-ons ([{addon_id, name, quantity, …}]) of the subscription's plan
+    at its next billing date: those of a change of its seats or add-ons waiting for it, else
+    today's. A new change is built on them; a waiting change to another plan is replaced as
+    a whole."""
+    change = sub.scheduled_change
+    if change and change["product_id"] == sub.product_id and change.get("price"):
+        return change["quantity"], change["price"]["addons"]
+    return sub.quantity, sub.addons
+
+
 def _new_addons(sub: Subscription, product: Product, addons) -> tuple[list[dict], tuple]:
     """The add-ons a plan change leaves: ``addons`` as asked ([{addon_id, quantity}]; an empty
     list removes them all), refused (``ADDON_NOT_OFFERED``, naming them) when ``product`` does
-    not offer one; or, with ``addons`` ``None``, the subscription's own that ``product`` offers,
-    with the names of those it drops."""
+    not offer one; or, with ``addons`` ``None``, those the subscription will have
+    (``planned_plan``: a change waiting for the next billing date is built on, not lost)
+    that ``product`` offers, with the names of those it drops."""
     from core.models import Addon, ProductAddon
 
     offered = {link.addon_id for link in ProductAddon.select(ProductAddon.addon)
                .join(Addon).where((ProductAddon.product == product) & (Addon.archived == False))}  # noqa: E712
     if addons is None:
+        planned = planned_plan(sub)[1]
         kept = [{"addon_id": item["addon_id"], "quantity": item["quantity"]}
-                for item in sub.addons if item["addon_id"] in offered]
-        dropped = tuple(item.get("name") or item["addon_id"] for item in sub.addons
+                for item in planned if item["addon_id"] in offered]
+        dropped = tuple(item.get("name") or item["addon_id"] for item in planned
                         if item["addon_id"] not in offered)
         return kept, dropped
     asked = [{"addon_id": item["addon_id"], "quantity": int(item.get("quantity", 1))}
@@ -1671,7 +1685,8 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
     common = {"product_id": product.id, "quantity": quantity, "currency": sub.currency,
               "new_recurring_pre_tax_amount": new_pre_tax, "new_recurring_amount": per_period["total"],
               "price": price, "new_cycle": new_cycle, "dropped_addons": dropped,
-              "drops_discount": bool(current_discount(sub)) and kept_discount is None}
+              "drops_discount": bool(current_discount(sub)) and kept_discount is None,
+              "replaces": sub.scheduled_change or None}
     period_days = (sub.next_billing_date.date() - sub.previous_billing_date.date()).days or 1
     left_days = max((sub.next_billing_date.date() - now.date()).days, 0)
     if effective_at == "next_billing_date" or sub.in_trial:  # a trial's first charge pays it
@@ -1692,9 +1707,13 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
         return PlanChange(**common, amount_due=0, tax_due=0, effective_at=sub.next_billing_date,
                           upgrade=False, next_billing_date=sub.next_billing_date)
     prorated = round_half_up(Fraction(difference * left_days, period_days))
-    label = f"{product.name} × {quantity} (prorated to {sub.next_billing_date:%d %b %Y})"
-    charge = _charge_for([line("plan_change", product.name, 1, prorated, plan_quantity=quantity,
-                               description=label)],
+    facts = {"plan_quantity": quantity, "addons": _named(price["addons"]),
+             "from_product_name": sub.product.name, "from_quantity": sub.quantity,
+             "from_addons": _named(sub.addons)}
+    label = (f"{_plan_text(product.name, quantity, facts['addons'])} (was "
+             f"{_plan_text(sub.product.name, sub.quantity, facts['from_addons'])}), "
+             f"prorated until {sub.next_billing_date:%d %b %Y}")
+    charge = _charge_for([line("plan_change", product.name, 1, prorated, description=label, **facts)],
                          price["tax_rate_bps"], price["tax_inclusive"], sub.credit_balance)
     return PlanChange(**common, amount_due=charge["amount"], tax_due=charge["tax"],
                       effective_at=now, upgrade=True, next_billing_date=sub.next_billing_date,
@@ -1702,11 +1721,28 @@ def preview_plan_change(subscription: Subscription, product: Product, quantity: 
                       credit_left=sub.credit_balance - charge["credit_applied"], charge=charge)
 
 
+def _named(addons) -> list[dict]:
+    """Add-ons as an invoice line names them: ``[{name, quantity}]``."""
+    return [{"name": item.get("name") or item["addon_id"], "quantity": item["quantity"]}
+            for item in addons]
+
+
+def _plan_text(name: str, quantity: int, addons) -> str:
+    """A plan in the English kept as a line's ``description``: "Pro × 2 with Storage × 1"."""
+    return f"{name} × {quantity}" + "".join(
+        f"{' with ' if i == 0 else ', '}{item['name']} × {item['quantity']}"
+        for i, item in enumerate(addons))
+
+
 def change_plan(subscription: Subscription, product: Product, quantity: int = 1, addons=None,
                 effective_at: str = "immediately") -> Payment | None:
     """Change plan, quantity or add-ons as ``preview_plan_change`` says: what is due now is
     charged and the change applies once paid; a change that waits is scheduled for the next
     billing date. Returns the payment made now, if any.
+
+    One change waits at a time, and a new change replaces it either way (``replaces`` in the
+    preview): it is built on the waiting one, whose add-ons it keeps unless it names its own
+    (``_new_addons``), so a seat change after an add-on removal keeps the removal.
 
     Refused (``PREVIOUS_PAYMENT_PENDING``) while any charge of the subscription is in flight:
     the amount due depends on how that charge ends."""

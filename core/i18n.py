@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from babel import Locale as BabelLocale
+from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import (
@@ -179,6 +180,12 @@ def invoice_line(line: dict) -> str:
         return gettext("Refund: %(product)s", product=product)
     if kind == "plan_change":
         quantity = line.get("plan_quantity") or line.get("quantity") or 1
+        if end and line.get("from_product_name"):
+            return gettext("%(plan)s (was %(old_plan)s), prorated until %(date)s",
+                           plan=plan_words(product, quantity, line.get("addons", ())),
+                           old_plan=plan_words(line["from_product_name"], line.get("from_quantity", 1),
+                                               line.get("from_addons", ())),
+                           date=day(end, "medium"))
         if end:
             return gettext("%(product)s × %(quantity)s, prorated until %(date)s", product=product,
                            quantity=quantity, date=day(end, "medium"))
@@ -187,6 +194,18 @@ def invoice_line(line: dict) -> str:
         return gettext("%(product)s (%(start)s – %(end)s)", product=product,
                        start=day(start, "medium"), end=day(end, "medium"))
     return product
+
+
+def plan_words(product: str, quantity: int, addons=()) -> str:
+    """Jinja filter: a plan with its quantity and add-ons ([{name, quantity}]) in the current
+    locale: "Acme Pro × 2 with Storage × 1 and Support × 2"."""
+    plan = gettext("%(product)s × %(quantity)s", product=product, quantity=quantity)
+    if not addons:
+        return plan
+    named = [gettext("%(product)s × %(quantity)s", product=item["name"], quantity=item["quantity"])
+             for item in addons]
+    return gettext("%(plan)s with %(addons)s", plan=plan,
+                   addons=format_list(named, locale=current_locale()))
 
 
 def address_lines(address) -> list[str]:
@@ -301,7 +320,7 @@ def init_app(app):
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
     app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
-                                 invoice_line=invoice_line, decline_reason=decline_reason)
+                                 invoice_line=invoice_line, plan_words=plan_words, decline_reason=decline_reason)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),

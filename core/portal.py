@@ -716,17 +716,21 @@ def change_seats(customer, subscription_id):
         return back_to(sub)
     sent = request.form if request.method == "POST" else request.args
     bounds, effective_at = change_terms(sub)
-    form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
+    quantity, _addons = billing.planned_plan(sub)  # a waiting change is built on
+    form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": quantity},
                         meta={"csrf": False}, bounds=bounds)
     asked = "quantity" in sent and form.validate()
-    if asked and form.quantity.data == sub.quantity:
-        form.quantity.errors = [_("You have %(quantity)d now: choose another quantity.",
-                                  quantity=sub.quantity)]
+    if asked and form.quantity.data == quantity:
+        form.quantity.errors = [
+            _("You have %(quantity)d now: choose another quantity.", quantity=quantity)
+            if quantity == sub.quantity else
+            _("You will have %(quantity)d from %(date)s: choose another quantity.",
+              quantity=quantity, date=format_day(sub.next_billing_date))]
         asked = False
     if not asked:
         if request.method == "POST" and not form.errors:
             abort(400)
-        return render("portal/seats.html", sub=sub, form=form, bounds=bounds,
+        return render("portal/seats.html", sub=sub, form=form, bounds=bounds, planned=quantity,
                       preview=None), 400 if form.errors else 200
     return preview_then_change(sub, sub.product, form.quantity.data, None, effective_at,
                                "portal/seats.html", form=form, bounds=bounds)
@@ -767,7 +771,8 @@ def change_addons(customer, subscription_id):
         flash(str(REFUSALS["INACTIVE_SUBSCRIPTION_PLAN_CHANGE_NOT_SUPPORTED"]), "error")
         return back_to(sub)
     sent = request.form if request.method == "POST" else request.args
-    current = {item["addon_id"]: item["quantity"] for item in sub.addons}
+    quantity, addons = billing.planned_plan(sub)  # a waiting change is built on
+    current = {item["addon_id"]: item["quantity"] for item in addons}
     asked, errors = asked_addons(sent, offered)
     unchanged = asked is not None and not errors and (
         {item["addon_id"]: item["quantity"] for item in asked} == current)
@@ -776,11 +781,15 @@ def change_addons(customer, subscription_id):
             abort(400)
         values = {addon.id: sent.get(f"addon-{addon.id}", current.get(addon.id, 0))
                   for addon in offered}
-        message = _("These are your add-ons now: change a quantity to see the price.") if unchanged else None
+        message = None if not unchanged else (
+            _("These are your add-ons now: change a quantity to see the price.")
+            if addons is sub.addons else
+            _("These are your add-ons from %(date)s: change a quantity to see the price.",
+              date=format_day(sub.next_billing_date)))
         return render("portal/addons.html", sub=sub, offered=offered, values=values, errors=errors,
                       message=message, preview=None), 400 if errors or unchanged else 200
     _bounds, effective_at = change_terms(sub)
-    return preview_then_change(sub, sub.product, sub.quantity, asked, effective_at,
+    return preview_then_change(sub, sub.product, quantity, asked, effective_at,
                                "portal/addons.html", offered=offered,
                                values={item["addon_id"]: item["quantity"] for item in asked})
 

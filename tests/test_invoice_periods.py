@@ -50,4 +50,4 @@ def test_a_plan_change_line_covers_the_rest_of_the_period(business, customer, pr
     line = line_of(paid)
     assert line["kind"] == "plan_change" and line["product_name"] == "Team"
     assert line["period_end"] == payloads.iso(sub.refresh().next_billing_date)
-    assert line["description"].startswith("Team × 1 (prorated to")
+    assert line["description"].startswith("Team × 1 (was Pro × 1), prorated until")

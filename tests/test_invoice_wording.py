@@ -38,6 +38,24 @@ def test_lines_are_worded_in_the_readers_language_from_their_facts(
     assert "prorated to" not in text or locale == "en"
 
 
+SEATS_AND_ADD_ON = {**UPGRADE, "product_name": "Acme Team", "plan_quantity": 3,
+                   "addons": [{"name": "Storage", "quantity": 1}, {"name": "Support", "quantity": 2}],
+                   "from_product_name": "Acme Team", "from_quantity": 2, "from_addons": []}
+
+
+@pytest.mark.parametrize("locale, wording", [
+    ("en", "Acme Team × 3 with Storage × 1 and Support × 2 (was Acme Team × 2), "
+           "prorated until Dec 30, 2026"),
+    ("fr", "Acme Team × 3 avec Storage × 1 et Support × 2 (auparavant Acme Team × 2), "
+           "au prorata jusqu’au 30 déc. 2026"),
+])
+def test_a_change_of_seats_and_add_ons_names_the_plan_it_leaves_and_the_one_it_makes(
+        app, business, customer, locale, wording):
+    invoice = make_invoice(business, customer, lines=[SEATS_AND_ADD_ON])
+
+    assert wording in printed(invoice, locale)
+
+
 def test_numbers_and_amounts_are_the_same_in_every_language(app, business, customer):
     invoice = make_invoice(business, customer, lines=[RENEWAL, UPGRADE])
 

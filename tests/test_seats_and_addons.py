@@ -84,6 +84,7 @@ def test_two_to_three_seats_mid_period_charges_what_the_preview_shows_and_the_in
     invoice = Invoice.get(Invoice.payment == payment)
     assert invoice.total == due and sum(line["amount"] for line in invoice.lines) == invoice.subtotal
     assert f"Total {euros(due)}" in done
+    assert "Pro × 3 (was Pro × 2), prorated until Apr 1, 2026 1 €10.16" in done  # net, then tax
     sub = sub.refresh()
     assert sub.quantity == 3 and sub.next_billing_date == datetime(2026, 4, 1, 10, tzinfo=UTC)
     assert "Next payment €54.00" in text(ann.get(f"/portal/subscriptions/{sub.id}"))
@@ -104,7 +105,9 @@ def test_an_add_on_added_mid_period_charges_what_the_preview_shows(client, clock
     assert "Then €39.60 every month" in preview  # (2 × 15.00 + 3.00) + 20 %
 
     answer = post(ann, path, asked, page=f"{path}?addon-{storage.id}=1")
-    assert f"We charged {euros(due)}" in text(ann.get(answer.headers["Location"]))
+    paid = text(ann.get(answer.headers["Location"]))
+    assert f"We charged {euros(due)}" in paid
+    assert ("Pro × 2 with Extra storage × 1 (was Pro × 2), prorated until Apr 1, 2026" in paid)
     payment = Payment.get(Payment.kind == "plan_change")
     assert payment.amount == due == charges()[-1].amount
     assert Invoice.get(Invoice.payment == payment).total == due
@@ -247,3 +250,47 @@ def test_with_plan_changes_off_the_add_ons_page_is_gone_and_refused(ann, api, cu
     assert f'href="{path}"' not in ann.get(f"/portal/subscriptions/{sub.id}").text
     api.patch("/customer-portal/configuration", {"plan_change": {"enabled": True}})
     assert ann.get(path).status_code == 200
+
+
+def test_a_second_change_waiting_for_the_renewal_is_built_on_the_first_and_says_it_replaces_it(
+        client, clock, customer, product, storage, subscribe):
+    portal_settings.save(product.business_id, "test", {"plan_change": {"products": [
+        {"product_id": product.id, "switch_to": [], "min_quantity": 1, "max_quantity": None,
+         "proration": "next_billing_date"}]}})
+    sub, _ = subscribe(customer, product, quantity=2, addons=[{"addon_id": storage.id, "quantity": 1}])
+    clock.move_to(MID_PERIOD)
+    ann = sign_in(client, customer)
+    addons = f"/portal/subscriptions/{sub.id}/addons"
+    post(ann, addons, {f"addon-{storage.id}": "0"}, page=f"{addons}?addon-{storage.id}=0")
+    assert 'value="0"' in ann.get(addons).text  # the form starts from the removal waiting
+
+    seats = f"/portal/subscriptions/{sub.id}/seats"
+    assert 'name="quantity" value="2"' in ann.get(seats).text
+    preview = text(ann.get(f"{seats}?quantity=3"))
+    assert f"This replaces the change planned for {RENEWAL}: Pro × 2." in preview
+    assert "Add-ons None" in preview and f"Then €54.00 every month from {RENEWAL}" in preview
+    post(ann, seats, {"quantity": "3"}, page=f"{seats}?quantity=3")
+    page = text(ann.get(f"/portal/subscriptions/{sub.id}"))
+    assert f"From {RENEWAL}, your next billing date: Pro × 3, add-ons: none." in page
+
+    clock.move_to(datetime(2026, 4, 1, 10, tzinfo=UTC))
+    billing.sweep()
+    renewal = Payment.get(Payment.kind == "renewal")
+    assert renewal.amount == 5400 == charges()[-1].amount  # 3 × €15.00 + 20 %, no add-on
+    sub = sub.refresh()
+    assert (sub.quantity, sub.addons, sub.scheduled_change) == (3, [], None)
+
+
+def test_a_change_charged_now_says_it_replaces_the_change_waiting_for_the_renewal(
+        ann, customer, product, storage, subscribe):
+    sub, _ = subscribe(customer, product, quantity=3)
+    seats = f"/portal/subscriptions/{sub.id}/seats"
+    post(ann, seats, {"quantity": "2"}, page=f"{seats}?quantity=2")
+    assert 'name="quantity" value="2"' in ann.get(seats).text
+    same = ann.get(f"{seats}?quantity=2")
+    assert same.status_code == 400 and "You will have 2 from" in text(same)
+
+    addons = f"/portal/subscriptions/{sub.id}/addons"
+    preview = text(ann.get(addons, query_string={f"addon-{storage.id}": "1"}))
+    assert "This replaces the change planned for" in preview and ": Pro × 2." in preview
+    assert "Quantity 2" in preview and "Add-ons Extra storage × 1" in preview
