@@ -289,7 +289,7 @@ def invite_link(customer_id):
                 raise portal_flows.FlowError("INVALID_REQUEST_BODY", "Choose a task and an ending.")
             flow = portal_flows.check(found, wanted, after, live=found.mode == "live")
         except portal_flows.FlowError as error:
-            flash(f"No link was made: {error.message}", "error")
+            flash(f"No link was made. {error.message}", "error")
             return redirect(url_for(".customer", customer_id=found.id) + "#share-invite", 303)
     link = auth.sign_in_link(found, flow=flow)
     auth.audit("sign_in_link.issued", customer=found, by=current_user.user.id,
@@ -647,14 +647,15 @@ class MultiCheckboxField(SelectMultipleField):
 
 
 class ProductRuleForm(Form):
-    """Where a subscription of one product may change to (one per recurring product)."""
+    """Where a subscription of one product may change to, and the quantities (seats) a
+    subscription of it may have, whichever plan it comes from (one per recurring product)."""
 
     product_id = HiddenField()
     limited = BooleanField("Limit changes from this plan")
     switch_to = MultiCheckboxField("May change to", choices=[])
-    min_quantity = IntegerField("Minimum quantity", default=1, validators=[
+    min_quantity = IntegerField("Fewest seats on this plan", default=1, validators=[
         Optional(), NumberRange(min=1, max=1000, message="Enter a quantity from 1 to 1000.")])
-    max_quantity = IntegerField("Maximum quantity", validators=[
+    max_quantity = IntegerField("Most seats on this plan", validators=[
         Optional(), NumberRange(min=1, max=1000, message="Enter a quantity from 1 to 1000.")])
     proration = SelectField("A change is charged", choices={
         "prorated_immediately": "now, prorated to the day", "next_billing_date": "at the next renewal"})

@@ -629,10 +629,10 @@ def offered_addons(sub) -> list[Addon]:
                 .order_by(Addon.name))
 
 
-def change_terms(sub) -> tuple[tuple[int, int], str]:
-    """The quantities this subscription may have and when a change of it takes effect
-    (``portal_settings.change_terms``)."""
-    return portal_settings.change_terms(settings(), sub.product_id)
+def change_terms(sub, product=None) -> tuple[tuple[int, int], str]:
+    """The quantities this subscription may have (on ``product``, by default its own plan)
+    and when a change of it takes effect (``portal_settings.change_terms``)."""
+    return portal_settings.change_terms(settings(), sub.product_id, product and product.id)
 
 
 @bp.get("/subscriptions/<subscription_id>/plan")
@@ -642,9 +642,10 @@ def plans(customer, subscription_id):
     """The plans this subscription can change to, and links to change its quantity (seats)
     and add-ons."""
     sub = own_subscription(customer, subscription_id)
-    bounds, _when = change_terms(sub)
-    return render("portal/plans.html", sub=sub, plans=list(other_plans(customer, sub)),
-                  bounds=bounds, addons_offered=bool(offered_addons(sub)))
+    plans = list(other_plans(customer, sub))
+    bounds = {plan.id: change_terms(sub, plan)[0] for plan in plans}
+    return render("portal/plans.html", sub=sub, plans=plans, bounds=bounds,
+                  addons_offered=bool(offered_addons(sub)))
 
 
 @bp.route("/subscriptions/<subscription_id>/plan/<product_id>", methods=["GET", "POST"])
@@ -658,7 +659,7 @@ def change_plan(customer, subscription_id, product_id):
     sub = own_subscription(customer, subscription_id)
     product = other_plans(customer, sub).where(Product.id == product_id).first() or abort(404)
     sent = request.form if request.method == "POST" else request.args
-    bounds, effective_at = change_terms(sub)
+    bounds, effective_at = change_terms(sub, product)
     form = QuantityForm(sent if "quantity" in sent else None, data={"quantity": sub.quantity},
                         meta={"csrf": False},  # CSRFProtect checks every POST already
                         bounds=bounds)
@@ -964,7 +965,8 @@ def remove_method(customer, payment_method_id):
 @portal_page
 def payment(customer, payment_id):
     """A charge the customer started (arrears, plan upgrade): in progress (the page refreshes
-    itself until the job ends), then what happened."""
+    itself until the job ends), then what happened, with its invoice unless the merchant has
+    switched the billing history off."""
     payment = (Payment.select(Payment, PaymentMethod)
                .join(PaymentMethod, JOIN.LEFT_OUTER, on=(Payment.payment_method == PaymentMethod.id))
                .where((Payment.id == payment_id) & (Payment.customer == customer)).first())
@@ -974,8 +976,8 @@ def payment(customer, payment_id):
     refunded = (Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
                 .where((Refund.payment == payment.id) & (Refund.status != "failed")).scalar()
                 if payment.status == "succeeded" else 0)
-    invoice = (Invoice.get_or_none(Invoice.payment == payment.id)
-               if payment.status == "succeeded" else None)
+    invoice = (Invoice.get_or_none(Invoice.payment == payment.id)  # part of the billing history
+               if payment.status == "succeeded" and settings()["billing_history"] else None)
     return render("portal/payment.html", payment=payment, sub=sub, refunded=refunded,
                   invoice=invoice,
                   reason=failure_reason(payment) if payment.status == "failed" else None)

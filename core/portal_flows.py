@@ -50,11 +50,17 @@ def seat_changes_on(settings: dict) -> bool:
 
 class FlowError(Exception):
     """A flow that cannot be made: ``code`` is stable (``NOT_FOUND``, ``INVALID_REQUEST_BODY``,
-    ``PORTAL_FEATURE_DISABLED``), ``message`` says what to fix."""
+    ``PORTAL_FEATURE_DISABLED``), ``message`` says what to fix in words a merchant reads in the
+    dashboard, and ``field`` names the API's field at fault (``api_message`` puts it first)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, field: str | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.field = code, message, field
+
+    @property
+    def api_message(self) -> str:
+        """The message as the API answers it: "flow.quantity: …"."""
+        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 def check(customer: Customer, flow: dict | None, after: dict | None, live: bool) -> dict | None:
@@ -65,28 +71,29 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
     (https only in live mode, like ``return_url``)."""
     if flow is None:
         if after is not None:
-            raise FlowError("INVALID_REQUEST_BODY", "after_completion goes with a flow.")
+            raise FlowError("INVALID_REQUEST_BODY", "An ending goes with a task.", "after_completion")
         return None
     kind = flow["type"]
     stored = {"type": kind}
     needs_sub = kind != "customer_update"
     if needs_sub:
         if not flow.get("subscription_id"):
-            raise FlowError("INVALID_REQUEST_BODY", f"flow.subscription_id is required for {kind}.")
+            raise FlowError("INVALID_REQUEST_BODY", "Choose the subscription this task is for.",
+                            "flow.subscription_id")
         sub = Subscription.get_or_none((Subscription.id == flow["subscription_id"])
                                        & (Subscription.customer == customer))
         if sub is None:
-            raise FlowError("NOT_FOUND", "No such subscription for this customer.")
+            raise FlowError("NOT_FOUND", "This customer has no such subscription.",
+                            "flow.subscription_id")
         stored["subscription_id"] = sub.id
     if kind == "subscription_update_confirm":
         if not flow.get("product_id"):
-            raise FlowError("INVALID_REQUEST_BODY", "flow.product_id is required for "
-                                                    "subscription_update_confirm.")
+            raise FlowError("INVALID_REQUEST_BODY", "Choose the plan to confirm.", "flow.product_id")
         product = Product.get_or_none((Product.id == flow["product_id"])
                                       & (Product.business == customer.business_id)
                                       & (Product.mode == customer.mode))
         if product is None:
-            raise FlowError("NOT_FOUND", "No such product.")
+            raise FlowError("NOT_FOUND", "There is no such product.", "flow.product_id")
         stored["product_id"] = product.id
         stored["quantity"] = flow.get("quantity") or sub.quantity
         stored["same_plan"] = product.id == sub.product_id  # a change of quantity (seats) only
@@ -95,13 +102,13 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
         _check_change(settings, sub, product, stored["quantity"])
     feature = seat_changes_on if stored.get("same_plan") else FEATURE[kind]
     if not feature(settings):
-        raise FlowError("PORTAL_FEATURE_DISABLED",
-                        f"The {kind} flow needs a portal feature this business has switched off.")
+        raise FlowError("PORTAL_FEATURE_DISABLED", f"This task ({kind}) needs a portal feature "
+                        "that is switched off in the customer portal's settings.", "flow.type")
     after = dict(after or {"type": "hosted_confirmation"})
     if after["type"] == "redirect":
         if not web_url(after.get("url"), https_only=live):
-            raise FlowError("INVALID_REQUEST_BODY", "after_completion.url must be an absolute "
-                                                    "https:// URL (http:// too in test mode).")
+            raise FlowError("INVALID_REQUEST_BODY", "The redirect must be a whole https:// address "
+                            "(http:// too in test mode).", "after_completion.url")
     stored["after_completion"] = {"type": after["type"], "url": after.get("url"),
                                   "message": after.get("message")}
     return stored
@@ -112,12 +119,12 @@ def _check_change(settings: dict, sub: Subscription, product: Product, quantity:
     lets this subscription move to (or its own), in a quantity within the rule's bounds."""
     if product.id != sub.product_id and not portal_settings.plans_to_switch_to(
             settings, sub).where(Product.id == product.id).exists():
-        raise FlowError("INVALID_REQUEST_BODY", f"flow.product_id: {product.name} is not a plan "
-                                                "this subscription may change to.")
-    (low, high), _when = portal_settings.change_terms(settings, sub.product_id)
+        raise FlowError("INVALID_REQUEST_BODY", f"{product.name} is not a plan this "
+                        "subscription may change to.", "flow.product_id")
+    (low, high), _when = portal_settings.change_terms(settings, sub.product_id, product.id)
     if not low <= quantity <= high:
-        raise FlowError("INVALID_REQUEST_BODY",
-                        f"flow.quantity must be from {low} to {high} for this subscription.")
+        raise FlowError("INVALID_REQUEST_BODY", f"The quantity must be from {low} to {high} "
+                        f"on {product.name}.", "flow.quantity")
 
 
 def start(flow: dict) -> str:

@@ -101,13 +101,18 @@ def plans_to_switch_to(settings: dict, sub: Subscription):
     return plans.where(Product.id.in_(rule["switch_to"])) if rule else plans
 
 
-def change_terms(settings: dict, product_id: str) -> tuple[tuple[int, int], str]:
-    """For a subscription of ``product_id``: the quantities (seats) its customer may choose,
-    ``(min, max)``, and when a plan, seat or add-on change takes effect, as
-    ``billing.change_plan``'s ``effective_at`` (``immediately``: charged now, prorated;
-    ``next_billing_date``: at the next renewal), from the product's rule or the defaults."""
+def change_terms(settings: dict, product_id: str,
+                 to_product_id: str | None = None) -> tuple[tuple[int, int], str]:
+    """For a subscription of ``product_id`` changing to ``to_product_id`` (by default, its
+    own plan: seats, add-ons): the quantities its customer may choose, ``(min, max)``, from
+    the rule of the plan changed to, and when the change takes effect, from the rule of the
+    plan changed from, as ``billing.change_plan``'s ``effective_at`` (``immediately``:
+    charged now, prorated; ``next_billing_date``: at the next renewal); defaults where a
+    plan has no rule."""
     rule = product_rule(settings, product_id) or {}
     when = "next_billing_date" if rule.get("proration") == "next_billing_date" else "immediately"
+    if to_product_id and to_product_id != product_id:
+        rule = product_rule(settings, to_product_id) or {}
     return (rule.get("min_quantity") or 1, rule.get("max_quantity") or 1000), when
 
 

@@ -260,7 +260,7 @@ def test_the_share_invite_refuses_a_redirect_the_api_would_refuse(client, busine
         "csrf_token": csrf_token(page.text), "flow": "payment_method_update",
         "subscription_id": sub.id, "after_completion": "redirect", "url": url})
     shown = client.get(answer.headers["Location"]) if answer.status_code in (302, 303) else answer
-    assert "after_completion.url must be an absolute" in text(shown)
+    assert "No link was made. The redirect must be a whole https:// address" in text(shown)
     assert "/session/" not in shown.text
 
 
@@ -273,7 +273,8 @@ def test_a_confirmation_link_to_a_change_the_portal_would_not_offer_is_refused(
     one_time = Product.create(business=business, mode="test", name="Setup", price=9000,
                               currency="EUR", is_recurring=False)
     api.patch("/customer-portal/configuration", {"plan_change": {"products": [
-        {"product_id": product.id, "switch_to": [team.id], "min_quantity": 1, "max_quantity": 4}]}})
+        {"product_id": product.id, "switch_to": [team.id]},
+        {"product_id": team.id, "switch_to": [], "min_quantity": 1, "max_quantity": 4}]}})
     target, quantity = {"one_time": (one_time, 1), "not_allowed": (other, 1),
                         "too_many": (team, 99)}[case]
     answer = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
@@ -282,3 +283,20 @@ def test_a_confirmation_link_to_a_change_the_portal_would_not_offer_is_refused(
     allowed = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
                                         "product_id": team.id, "quantity": 4})
     assert allowed.status_code == 200
+
+
+def test_a_refused_link_is_worded_for_the_merchant_in_the_dashboard_and_names_the_field_in_the_api(
+        api, client, business, customer, product, subscribe, team):
+    sub, _ = subscribe(customer, product)
+    api.patch("/customer-portal/configuration", {"plan_change": {"products": [
+        {"product_id": team.id, "switch_to": [], "min_quantity": 1, "max_quantity": 4}]}})
+    sign_in_to_dashboard(client, business)
+    page = client.get(f"/dashboard/customers/{customer.id}")
+    answer = client.post(f"/dashboard/customers/{customer.id}/invite-link", data={
+        "csrf_token": csrf_token(page.text), "flow": "subscription_update_confirm",
+        "subscription_id": sub.id, "product_id": team.id, "quantity": "9"})
+    assert "No link was made. The quantity must be from 1 to 4 on Team." in text(
+        client.get(answer.headers["Location"]))
+    refused = deep_link(api, customer, {"type": "subscription_update_confirm", "subscription_id": sub.id,
+                                        "product_id": team.id, "quantity": 9})
+    assert refused.json["message"] == "flow.quantity: The quantity must be from 1 to 4 on Team."

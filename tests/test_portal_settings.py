@@ -129,7 +129,9 @@ def test_the_api_answers_the_defaults_until_the_merchant_changes_something(api, 
     assert answer["quantity_change"] == {"enabled": True} and answer["pause"] == {"enabled": False}
 
 
-def test_the_api_merges_a_change_and_checks_it(api, product):
+def test_the_api_merges_a_change_and_checks_it(api, business, product):
+    one_time = Product.create(business=business, mode="test", name="Setup", price=5000,
+                              currency="EUR", is_recurring=False)
     api.patch("/customer-portal/configuration", {"cancellation": {"mode": "at_period_end"}})
     answer = api.patch("/customer-portal/configuration",
                        {"cancellation": {"reasons": ["too_expensive"], "reason_required": True}}).json
@@ -139,7 +141,12 @@ def test_the_api_merges_a_change_and_checks_it(api, product):
                 {"cancellation": {"reasons": [], "reason_required": True}},
                 {"plan_change": {"products": [{"product_id": "pdt_nope", "switch_to": []}]}},
                 {"plan_change": {"products": [{"product_id": product.id, "switch_to": [],
-                                               "min_quantity": 5, "max_quantity": 2}]}}):
+                                               "min_quantity": 5, "max_quantity": 2}]}},
+                {"cancellation": {"reasons": ["too_expensive", "too_expensive"]}},
+                {"plan_change": {"products": [{"product_id": product.id, "switch_to": [product.id]}]}},
+                {"plan_change": {"products": [{"product_id": product.id, "switch_to": [one_time.id]}]}},
+                {"plan_change": {"products": [{"product_id": product.id, "switch_to": []},
+                                              {"product_id": product.id, "switch_to": []}]}}):
         refused = api.patch("/customer-portal/configuration", bad)
         assert refused.status_code == 422 and refused.json["code"] == "INVALID_REQUEST_BODY", bad
 
@@ -220,14 +227,26 @@ def test_a_plan_only_changes_to_the_products_the_merchant_allows(ann, set_portal
                                                                 world):
     agency = Product.create(business=business, mode="test", name="Agency", price=9900, currency="EUR",
                             is_recurring=True)
-    set_portal(plan_change={"products": [{"product_id": product.id, "switch_to": [agency.id],
-                                          "min_quantity": 2, "max_quantity": 5}]})
+    set_portal(plan_change={"products": [{"product_id": product.id, "switch_to": [agency.id]}]})
     plans = text(ann.get(f"/portal/subscriptions/{world['sub']}/plan"))
     assert "Agency" in plans and "Team" not in plans
     assert ann.get(f"/portal/subscriptions/{world['sub']}/plan/{world['team']}").status_code == 404
-    few = ann.get(f"/portal/subscriptions/{world['sub']}/plan/{agency.id}?quantity=1")
-    assert few.status_code == 400 and "Enter a quantity from 2 to 5." in few.text
     assert ann.get(f"/portal/subscriptions/{world['sub']}/plan/{agency.id}?quantity=3").status_code == 200
+
+
+def test_a_change_to_another_plan_is_bounded_by_that_plans_quantities_not_the_current_ones(
+        ann, set_portal, business, product, world):
+    agency = Product.create(business=business, mode="test", name="Agency", price=9900, currency="EUR",
+                            is_recurring=True)
+    set_portal(plan_change={"products": [
+        {"product_id": product.id, "switch_to": [agency.id], "min_quantity": 1, "max_quantity": 1},
+        {"product_id": agency.id, "switch_to": [], "min_quantity": 2, "max_quantity": 5}]})
+    plans = ann.get(f"/portal/subscriptions/{world['sub']}/plan").text
+    assert f'id="quantity-{agency.id}" name="quantity" value="2" min="2" max="5"' in plans
+    path = f"/portal/subscriptions/{world['sub']}/plan/{agency.id}"
+    few = ann.get(f"{path}?quantity=1")
+    assert few.status_code == 400 and "Enter a quantity from 2 to 5." in few.text
+    assert ann.get(f"{path}?quantity=3").status_code == 200  # above Pro's own maximum of 1
 
 
 def test_where_the_merchant_charges_changes_at_the_renewal_an_upgrade_waits_for_it(

@@ -294,3 +294,14 @@ def test_a_change_charged_now_says_it_replaces_the_change_waiting_for_the_renewa
     preview = text(ann.get(addons, query_string={f"addon-{storage.id}": "1"}))
     assert "This replaces the change planned for" in preview and ": Pro × 2." in preview
     assert "Quantity 2" in preview and "Add-ons Extra storage × 1" in preview
+
+
+def test_with_the_billing_history_off_the_payment_page_says_what_was_charged_without_the_invoice(
+        ann, api, customer, product, subscribe):
+    sub, _ = subscribe(customer, product, quantity=2)
+    api.patch("/customer-portal/configuration", {"billing_history": False})
+    path = f"/portal/subscriptions/{sub.id}/seats"
+    answer = post(ann, path, {"quantity": "3"}, page=f"{path}?quantity=3")
+    paid = text(ann.get(answer.headers["Location"]))
+    assert "We charged" in paid and "You now have Pro × 3." in paid
+    assert "Invoice" not in paid and "Subtotal" not in paid

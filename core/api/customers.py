@@ -199,7 +199,7 @@ def customer_portal_session(customer_id: str, query: schemas.PortalSessionQuery,
         raise ApiError(400, "INVALID_QUERY_PARAMS", describe(error)) from None
     except portal_flows.FlowError as error:
         status = {"NOT_FOUND": 404, "PORTAL_FEATURE_DISABLED": 409}.get(error.code, 422)
-        raise ApiError(status, error.code, error.message) from None
+        raise ApiError(status, error.code, error.api_message) from None
     if query.send_email:
         auth.limit_emails(customer.id, None)
     link = auth.sign_in_link(customer, "api_session", return_url=return_url, flow=flow)

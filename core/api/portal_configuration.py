@@ -48,20 +48,41 @@ def update_portal_configuration(body: schemas.PortalConfigurationUpdate):
     if cancellation["reason_required"] and not cancellation["reasons"]:
         raise ApiError(422, "INVALID_REQUEST_BODY",
                        "cancellation.reason_required needs at least one reason to choose from.")
+    if len(set(cancellation["reasons"])) != len(cancellation["reasons"]):
+        raise ApiError(422, "INVALID_REQUEST_BODY", "cancellation.reasons names a reason twice.")
     offer = (changes.get("cancellation") or {}).get("retention_discount_id")
     if offer:
         _check_offer(owned(Discount).where(Discount.id == offer).first(), offer)
     rules = (changes.get("plan_change") or {}).get("products")
     if rules is not None:
-        named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}
-        known = {p.id for p in owned(Product).where(Product.id.in_(list(named)))}
-        if named - known:
-            raise ApiError(422, "INVALID_REQUEST_BODY",
-                           f"No such product: {', '.join(sorted(named - known))}.")
-        for rule in rules:
-            if rule["max_quantity"] is not None and rule["max_quantity"] < rule["min_quantity"]:
-                raise ApiError(422, "INVALID_REQUEST_BODY",
-                               f"plan_change.products: max_quantity of {rule['product_id']} is "
-                               f"below its min_quantity.")
+        _check_rules(rules)
     portal_settings.save(g.business_id, g.mode, changes)
     return _answer(*portal_settings.load(g.business_id, g.mode))
+
+
+def _check_rules(rules: list[dict]):
+    """Plan change rules must name subscription products of the business in this mode, one
+    rule per product, each switching to other subscription products, ``max_quantity`` not
+    below ``min_quantity`` (422 ``INVALID_REQUEST_BODY`` naming what is wrong)."""
+    def refuse(message):
+        raise ApiError(422, "INVALID_REQUEST_BODY", f"plan_change.products: {message}")
+
+    named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}
+    recurring = {p.id: p.is_recurring for p in owned(Product).where(Product.id.in_(list(named)))}
+    if named - recurring.keys():
+        raise ApiError(422, "INVALID_REQUEST_BODY",
+                       f"No such product: {', '.join(sorted(named - recurring.keys()))}.")
+    one_time = sorted(pid for pid in named if not recurring[pid])
+    if one_time:
+        refuse(f"{', '.join(one_time)} is not a subscription product.")
+    seen = set()
+    for rule in rules:
+        product_id = rule["product_id"]
+        if product_id in seen:
+            refuse(f"{product_id} has two rules.")
+        seen.add(product_id)
+        if product_id in rule["switch_to"]:
+            refuse(f"{product_id} cannot switch to itself (its seats and add-ons change on "
+                   f"their own).")
+        if rule["max_quantity"] is not None and rule["max_quantity"] < rule["min_quantity"]:
+            refuse(f"max_quantity of {product_id} is below its min_quantity.")

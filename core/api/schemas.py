@@ -1273,8 +1273,10 @@ class ProductRule(In):
     product_id: Id
     switch_to: Annotated[list[Id], Field(max_length=100)] = Field(
         description="The products a subscription of this product may change to.")
-    min_quantity: Quantity = 1
-    max_quantity: Quantity | None = None
+    min_quantity: Quantity = Field(1, description="The fewest a subscription of this product "
+                                   "may have: its seat changes, and changes to it from another plan.")
+    max_quantity: Quantity | None = Field(None, description="The most (null: 1,000), as "
+                                          "min_quantity.")
     proration: Proration = Field("prorated_immediately", description="Whether a change is charged "
                                                                     "now (prorated) or at the next renewal.")
 
