@@ -305,3 +305,19 @@ def test_with_the_billing_history_off_the_payment_page_says_what_was_charged_wit
     paid = text(ann.get(answer.headers["Location"]))
     assert "We charged" in paid and "You now have Pro × 3." in paid
     assert "Invoice" not in paid and "Subtotal" not in paid
+
+
+def test_through_the_api_a_change_without_add_ons_keeps_those_of_the_change_waiting_and_says_it_replaces_it(
+        api, customer, product, storage, subscribe):
+    sub, _ = subscribe(customer, product, quantity=2, addons=[{"addon_id": storage.id, "quantity": 1}])
+    api.post(f"/subscriptions/{sub.id}/change-plan", {
+        "product_id": product.id, "quantity": 2, "proration_billing_mode": "prorated_immediately",
+        "addons": []})
+    waiting = {"product_id": product.id, "quantity": 3, "proration_billing_mode": "prorated_immediately",
+               "effective_at": "next_billing_date"}
+    preview = api.post(f"/subscriptions/{sub.id}/change-plan/preview", waiting).json
+    assert preview["replaces_scheduled_change"]["quantity"] == 2
+    assert preview["replaces_scheduled_change"]["addons"] == [] and preview["new_plan"]["addons"] == []
+    assert api.post(f"/subscriptions/{sub.id}/change-plan", waiting).status_code == 200
+    change = Subscription.get_by_id(sub.id).scheduled_change
+    assert change["quantity"] == 3 and change["price"]["addons"] == []

@@ -927,6 +927,9 @@ class PlanChangePreview(Out):
     new_plan: Subscription
     dropped_addons: list[str] = Field(description="Portico's own: the names of the add-ons the "
                                                   "change drops, which the new product does not offer.")
+    replaces_scheduled_change: ScheduledChange | None = Field(
+        description="Portico's own: the change waiting for the next billing date that this one "
+                    "replaces (it is built on it: see change-plan).")
 
 
 # --- Payments ---------------------------------------------------------------------------------------

@@ -279,7 +279,8 @@ def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
         new_plan["previous_billing_date"] = payloads.iso(preview.effective_at)
     return {"immediate_charge": {"effective_at": payloads.iso(preview.effective_at),
                                  "line_items": lines, "summary": summary},
-            "new_plan": new_plan, "dropped_addons": list(preview.dropped_addons)}
+            "new_plan": new_plan, "dropped_addons": list(preview.dropped_addons),
+            "replaces_scheduled_change": payloads.scheduled_change(sub)}
 
 
 @route("POST", "/subscriptions/{subscription_id}/update-payment-method", tag=TAG,
