@@ -922,7 +922,7 @@ def saved_card_added(customer):
     """Back from the provider with ``?payment_method=``: the card is saved (once)."""
     method = own_method(customer, request.args.get("payment_method", ""))
     flash(_("Card saved: %(card)s.", card=billing.card_label(method)))
-    return redirect(url_for(".payment_methods_page"), 303)
+    return done(url_for(".payment_methods_page"))
 
 
 @bp.post("/payment-methods/<payment_method_id>/default")
@@ -934,7 +934,7 @@ def make_default_method(customer, payment_method_id):
     method = own_method(customer, payment_method_id)
     payment_methods.make_default(customer, method)
     flash(_("%(card)s is now your default payment method.", card=billing.card_label(method)))
-    return redirect(url_for(".payment_methods_page"), 303)
+    return done(url_for(".payment_methods_page"))
 
 
 @bp.post("/payment-methods/<payment_method_id>/remove")

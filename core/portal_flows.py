@@ -1,5 +1,5 @@
 """Deep links into one portal flow: a portal session limited to one task (update the payment
-method of a subscription, cancel it, change its plan, seats or add-ons, confirm one given plan
+method of a subscription, or without one the saved payment methods; cancel a subscription, change its plan, seats or add-ons, confirm one given plan
 or quantity change, update the profile), and where the customer goes once it is done
 (``after_completion``).
 
@@ -39,6 +39,10 @@ PAGES = {
     "customer_update": {"portal.profile", "portal.change_email", "portal.sign_in_again",
                         "portal.export_my_data"},
 }
+# ``payment_method_update`` without a subscription: the saved methods, where adding a card or
+# choosing the default ends it (as Stripe's flow of that name, which needs no subscription)
+SAVED_METHODS = {"portal.payment_methods_page", "portal.add_saved_card", "portal.saved_card_added",
+                 "portal.make_default_method", "portal.remove_method"}
 ALWAYS = {"portal.flow_done"}
 
 
@@ -75,7 +79,8 @@ def check(customer: Customer, flow: dict | None, after: dict | None, live: bool)
         return None
     kind = flow["type"]
     stored = {"type": kind}
-    needs_sub = kind != "customer_update"
+    needs_sub = kind != "customer_update" and (kind != "payment_method_update"
+                                               or flow.get("subscription_id"))
     if needs_sub:
         if not flow.get("subscription_id"):
             raise FlowError("INVALID_REQUEST_BODY", "Choose the subscription this task is for.",
@@ -130,6 +135,8 @@ def _check_change(settings: dict, sub: Subscription, product: Product, quantity:
 def start(flow: dict) -> str:
     """The portal page a flow begins on."""
     kind, sub = flow["type"], flow.get("subscription_id")
+    if kind == "payment_method_update" and not sub:
+        return url_for("portal.payment_methods_page")
     if kind == "payment_method_update":
         return url_for("portal.payment_method", subscription_id=sub)
     if kind == "subscription_cancel":
@@ -149,7 +156,9 @@ def allows(flow: dict, endpoint: str, view_args: dict) -> bool:
     for its subscription (and product), and not once the flow is done."""
     if endpoint in ALWAYS:
         return True
-    if flow.get("completed") or endpoint not in PAGES[flow["type"]]:
+    pages = (SAVED_METHODS if flow["type"] == "payment_method_update"
+             and not flow.get("subscription_id") else PAGES[flow["type"]])
+    if flow.get("completed") or endpoint not in pages:
         return False
     if "subscription_id" in view_args and view_args["subscription_id"] != flow.get("subscription_id"):
         return False

@@ -83,6 +83,26 @@ def test_a_payment_method_flow_lands_there_opens_nothing_else_and_ends_with_the_
     assert client.get(landing).status_code == 404  # the flow has ended
 
 
+def test_a_payment_method_flow_without_a_subscription_opens_the_saved_cards_and_ends_with_a_new_default(
+        api, client, customer, product, subscribe, save_card):
+    sub, _ = subscribe(customer, product)
+    spare = save_card(customer, "pm_card_mastercard")
+    answer = deep_link(api, customer, {"type": "payment_method_update"},
+                       {"type": "hosted_confirmation", "message": "Thanks, all set."})
+    landing = open_link(client, answer.json["link"])
+    assert landing == "/portal/payment-methods"
+    page = client.get(landing)
+    assert page.status_code == 200 and "Mastercard" in text(page)
+    for path in ("/portal/", "/portal/billing", f"/portal/subscriptions/{sub.id}",
+                 f"/portal/subscriptions/{sub.id}/payment-method", "/portal/profile"):
+        assert client.get(path).status_code == 404, path
+    done = post(client, f"/portal/payment-methods/{spare.id}/default", page=landing)
+    assert done.headers["Location"] == "/portal/flow/done"
+    assert "Thanks, all set." in text(client.get("/portal/flow/done"))
+    assert spare.refresh().is_default
+    assert client.get(landing).status_code == 404  # the flow has ended
+
+
 def test_a_redirect_after_completion_leads_to_the_merchants_url(api, client, customer, product,
                                                                  subscribe):
     sub, _ = subscribe(customer, product)
@@ -167,7 +187,7 @@ def test_the_flow_can_be_asked_with_query_parameters(api, client, customer, prod
 
 
 @pytest.mark.parametrize("flow, after, status, code", [
-    ({"type": "payment_method_update"}, None, 422, "INVALID_REQUEST_BODY"),
+    ({"type": "subscription_cancel"}, None, 422, "INVALID_REQUEST_BODY"),
     ({"type": "subscription_cancel", "subscription_id": "sub_nope"}, None, 404, "NOT_FOUND"),
     ({"type": "subscription_update_confirm", "subscription_id": "{sub}"}, None, 422, "INVALID_REQUEST_BODY"),
     ({"type": "customer_update"}, {"type": "redirect"}, 422, "INVALID_REQUEST_BODY"),

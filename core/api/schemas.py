@@ -248,7 +248,11 @@ class PortalFlow(In):
                   "subscription_update_confirm", "customer_update"] = Field(
         description="The one task the session is limited to.")
     subscription_id: Id | None = Field(None, description="The customer's subscription it is "
-                                                         "about (every type but customer_update).")
+                                                         "about: required but for customer_update "
+                                                         "and payment_method_update, which "
+                                                         "without one opens the saved payment "
+                                                         "methods (adding a card or choosing the "
+                                                         "default ends it).")
     product_id: Id | None = Field(None, description="subscription_update_confirm: the new plan.")
     quantity: Quantity | None = Field(None, description="subscription_update_confirm: the new "
                                                         "quantity (default: the current one).")
