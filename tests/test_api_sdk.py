@@ -379,6 +379,8 @@ def test_the_sdk_deep_links_into_each_portal_flow(app, server):
     link = portal.create(cust.customer_id, extra_query={
         "flow": {"type": "subscription_cancel", "subscription_id": sub_id}}).link
     assert landing(link) == f"/portal/subscriptions/{sub_id}/cancel"
+    link = portal.create(cust.customer_id, extra_body={"flow": {"type": "payment_method_update"}}).link
+    assert landing(link) == "/portal/payment-methods"  # no subscription: the saved methods
 
     configuration = c.get("/customer-portal/configuration", cast_to=httpx.Response).json()
     assert configuration["cancellation"]["enabled"] is True
