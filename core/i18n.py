@@ -320,7 +320,8 @@ def init_app(app):
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, default_locale=DEFAULT_LOCALE, locale_selector=select_locale)
     app.jinja_env.filters.update(money=money, day=day, address_lines=address_lines,
-                                 invoice_line=invoice_line, plan_words=plan_words, decline_reason=decline_reason)
+                                 invoice_line=invoice_line, plan_words=plan_words,
+                                 decline_reason=decline_reason)
     app.jinja_env.install_gettext_callables(  # Flask-Babel's, with the look-ups done once
         gettext=lambda s: formats()["translations"].ugettext(s),
         ngettext=lambda s, p, n: formats()["translations"].ungettext(s, p, n),

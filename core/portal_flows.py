@@ -1,7 +1,7 @@
 """Deep links into one portal flow: a portal session limited to one task (update the payment
-method of a subscription, or without one the saved payment methods; cancel a subscription, change its plan, seats or add-ons, confirm one given plan
-or quantity change, update the profile), and where the customer goes once it is done
-(``after_completion``).
+method of a subscription, or without one the saved payment methods; cancel a subscription,
+change its plan, seats or add-ons, confirm one given plan or quantity change, update the
+profile), and where the customer goes once it is done (``after_completion``).
 
 The merchant asks for one with the API's portal session (its optional JSON body, which the
 Dodo SDK sends with ``extra_body``) or the dashboard's "Share invite". The flow is checked
