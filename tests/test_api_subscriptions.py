@@ -140,6 +140,13 @@ def test_cancel_at_the_next_billing_date_then_revoke_it(api, customer, product):
     assert kept["cancel_at_next_billing_date"] is False and kept["cancellation_comment"] is None
 
 
+def test_a_null_status_is_refused_and_cancels_nothing(api, customer, product):
+    sub_id = subscribe(api, customer, product).json["subscription_id"]
+    answer = api.patch(f"/subscriptions/{sub_id}", {"status": None})
+    assert answer.status_code == 422 and answer.json["code"] == "INVALID_REQUEST_BODY"
+    assert Subscription.get_by_id(sub_id).status == "active"
+
+
 def test_feedback_without_a_cancellation_is_a_conflict(api, customer, product):
     sub_id = subscribe(api, customer, product).json["subscription_id"]
     answer = api.patch(f"/subscriptions/{sub_id}", {"cancellation_feedback": "unused"})

@@ -171,6 +171,9 @@ def update_subscription(subscription_id: str, body: schemas.SubscriptionUpdate):
     if "pause" in sent:
         raise ApiError(422, "INVALID_REQUEST_BODY", "pause is removed: send status: paused to "
                        "pause and status: active to resume, alone.")
+    if "status" in sent and body.status is None:
+        raise ApiError(422, "INVALID_REQUEST_BODY", "status: send cancelled, paused or active "
+                       "(or leave it out).")
     if body.status in ("paused", "active"):
         others = sorted(sent - {"status"})
         if others:
@@ -182,7 +185,7 @@ def update_subscription(subscription_id: str, body: schemas.SubscriptionUpdate):
         raise ApiError(422, "INVALID_REQUEST_BODY", "next_billing_date: a subscription always "
                        "has one; send a date and time.")
     at_next = body.cancel_at_next_billing_date is True
-    cancelling = "status" in sent or at_next
+    cancelling = body.status == "cancelled" or at_next
     details = {"feedback": body.cancellation_feedback, "comment": body.cancellation_comment}
     if not cancelling and any(value is not None for value in details.values()):
         raise ApiError(409, "SUBSCRIPTION_NOT_CANCELLING",
