@@ -29,6 +29,7 @@ from core.hookspecs import ChargeResult, RefundResult
 from core.jobs import enqueue, later, queue, transaction
 from core.models import (
     Business,
+    CancellationRequest,
     CreditNoteSequence,
     Customer,
     Discount,
@@ -1342,6 +1343,9 @@ def undo_cancel(subscription: Subscription) -> Subscription:
         sub.cancel_at_next_billing_date, sub.updated_at = False, utcnow()
         sub.cancellation_feedback = sub.cancellation_comment = sub.cancelled_by = None
         sub.save()
+        CancellationRequest.update(outcome="undone").where(  # the customer stayed after all
+            (CancellationRequest.subscription == sub.id) & (CancellationRequest.when == "period_end")
+            & (CancellationRequest.outcome == "cancelled")).execute()
         _emit_subscription("subscription.updated", sub)
         return sub
 

@@ -464,8 +464,9 @@ class Subscription(BaseModel):
 class CancellationRequest(BaseModel):
     """A customer's "cancel" in the portal (``core.retention``): the reason and comment they
     gave, when they wanted it to end (``now``, ``period_end``), the retention offer shown
-    (a discount, if any) and the ``outcome``: ``cancelled``, or ``offer_accepted`` (the
-    subscription stays, with the discount). The dashboard counts them."""
+    (a discount, if any) and the ``outcome``: ``cancelled``, ``undone`` (a cancellation at
+    the period's end taken back before it) or ``offer_accepted`` (the subscription stays, with
+    the discount). The dashboard counts them."""
 
     business = pw.ForeignKeyField(Business, on_delete="CASCADE")
     mode = pw.CharField(max_length=4)

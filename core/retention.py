@@ -92,7 +92,7 @@ def _record(sub, feedback, comment, when, offered, outcome):
 def summary(business_id: str, mode: str, now: datetime | None = None, days: int = 30) -> dict:
     """What customers said and did in the cancel flow over the last ``days``:
     ``{"since", "requests", "reasons": [(reason or None, count)…] most first, "cancelled",
-    "offers_made", "offers_accepted"}``."""
+    "undone" (set to end at the period's end, then kept), "offers_made", "offers_accepted"}``."""
     since = (now or utcnow()) - timedelta(days=days)
     recent = ((CancellationRequest.business == business_id) & (CancellationRequest.mode == mode)
               & (CancellationRequest.created_at >= since))
@@ -108,5 +108,6 @@ def summary(business_id: str, mode: str, now: datetime | None = None, days: int 
     offers = (CancellationRequest.select()
               .where(recent & CancellationRequest.offered_discount.is_null(False)).count())
     return {"since": since, "requests": sum(outcomes.values()), "reasons": reasons,
-            "cancelled": outcomes.get("cancelled", 0), "offers_made": offers,
+            "cancelled": outcomes.get("cancelled", 0), "undone": outcomes.get("undone", 0),
+            "offers_made": offers,
             "offers_accepted": outcomes.get("offer_accepted", 0)}

@@ -180,8 +180,18 @@ def test_the_dashboard_counts_reasons_and_offers_of_the_last_30_days(merchant, c
     retention.accept(subs[1], offer, "too_expensive", None, "now")
     retention.cancel(subs[2], "too_expensive", None, "now", offer, {"actor_type": "customer"})
     words = text(merchant.get("/dashboard/cancellations"))
-    assert "Requests to cancel 2 Cancelled 1 Offers made 2 Offers accepted 1" in words
+    assert ("Requests to cancel 2 Cancelled 1 Cancellations taken back 0 Offers made 2 "
+            "Offers accepted 1") in words
     assert "Too expensive 2" in words and "Not used enough" not in words
+
+
+def test_a_cancellation_at_the_period_end_taken_back_is_no_longer_counted_as_cancelled(
+        merchant, customer, product, subscribe):
+    sub, _ = subscribe(customer, product)
+    retention.cancel(sub, "unused", None, "period_end", None, {"actor_type": "customer"})
+    billing.undo_cancel(sub)
+    words = text(merchant.get("/dashboard/cancellations"))
+    assert "Requests to cancel 1 Cancelled 0 Cancellations taken back 1" in words
 
 
 @pytest.mark.browser
