@@ -1399,6 +1399,8 @@ def move_next_billing_date(subscription: Subscription, when: datetime) -> Subscr
                                f"subscription's term ({payloads.iso(sub.expires_at)})")
         _refuse_while_in_flight(sub)
         _start_periods_at(sub, when)
+        if sub.scheduled_change:  # it applies with the renewal, now on the new date
+            sub.scheduled_change = {**sub.scheduled_change, "effective_at": payloads.iso(when)}
         sub.updated_at = utcnow()
         sub.save()
         _emit_subscription("subscription.updated", sub)

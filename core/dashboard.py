@@ -651,7 +651,7 @@ class ProductRuleForm(Form):
     subscription of it may have, whichever plan it comes from (one per recurring product)."""
 
     product_id = HiddenField()
-    limited = BooleanField("Limit changes from this plan")
+    limited = BooleanField("Limit the plans it may change to")
     switch_to = MultiCheckboxField("May change to", choices=[])
     min_quantity = IntegerField("Fewest seats on this plan", default=1, validators=[
         Optional(), NumberRange(min=1, max=1000, message="Enter a quantity from 1 to 1000.")])
@@ -718,8 +718,9 @@ class PortalSettingsForm(FlaskForm):
                     plan_change_enabled=settings["plan_change"]["enabled"],
                     quantity_change_enabled=settings["quantity_change"]["enabled"],
                     pause_enabled=settings["pause"]["enabled"])
-        data["products"] = [{"product_id": plan.id, "limited": plan.id in rules,
-                             "switch_to": rules.get(plan.id, {}).get("switch_to", []),
+        data["products"] = [{"product_id": plan.id,
+                             "limited": rules.get(plan.id, {}).get("switch_to") is not None,
+                             "switch_to": rules.get(plan.id, {}).get("switch_to") or [],
                              "min_quantity": rules.get(plan.id, {}).get("min_quantity", 1),
                              "max_quantity": rules.get(plan.id, {}).get("max_quantity"),
                              "proration": rules.get(plan.id, {}).get("proration", "prorated_immediately")}
@@ -730,12 +731,15 @@ class PortalSettingsForm(FlaskForm):
         """The settings this form says (rules only for the business's plans)."""
         known = {plan.id for plan in plans}
         rules = [{"product_id": entry.product_id.data,
-                  "switch_to": [pid for pid in entry.switch_to.data if pid in known],
+                  "switch_to": ([pid for pid in entry.switch_to.data if pid in known]
+                                if entry.limited.data else None),
                   "min_quantity": entry.min_quantity.data or 1,
                   "max_quantity": entry.max_quantity.data or None,
                   "proration": entry.proration.data}
                  for entry in (item.form for item in self.products)
-                 if entry.limited.data and entry.product_id.data in known]
+                 if entry.product_id.data in known and (
+                     entry.limited.data or (entry.min_quantity.data or 1) != 1
+                     or entry.max_quantity.data or entry.proration.data != "prorated_immediately")]
         return {"billing_history": self.billing_history.data,
                 "payment_method_update": self.payment_method_update.data,
                 "license_activation_removal": self.license_activation_removal.data,

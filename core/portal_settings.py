@@ -91,14 +91,15 @@ def product_rule(settings: dict, product_id: str) -> dict | None:
 def plans_to_switch_to(settings: dict, sub: Subscription):
     """The plans ``sub`` may move to, cheapest first: the business's other recurring products
     in its mode and currency, still on sale, and among those the ones the merchant lets its
-    product switch to (its plan-change rule), when it set one."""
+    product switch to (its plan-change rule), when it names them."""
     plans = (Product.select()
              .where((Product.business == sub.business_id) & (Product.mode == sub.mode)
                     & (Product.is_recurring == True) & (Product.archived == False)  # noqa: E712
                     & (Product.currency == sub.currency) & (Product.id != sub.product_id))
              .order_by(Product.price, Product.name))
     rule = product_rule(settings, sub.product_id)
-    return plans.where(Product.id.in_(rule["switch_to"])) if rule else plans
+    limited = rule and rule.get("switch_to") is not None  # else the rule sets quantities only
+    return plans.where(Product.id.in_(rule["switch_to"])) if limited else plans
 
 
 def change_terms(settings: dict, product_id: str,

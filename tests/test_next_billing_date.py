@@ -85,6 +85,18 @@ def test_a_later_date_keeps_the_renewal_from_happening_before_it(api, started):
     assert renewal.period_end == at("2026-05-20 10:00")
 
 
+def test_a_change_waiting_for_the_renewal_says_it_applies_on_the_new_date(api, started):
+    with time_machine.travel(at("2026-03-10 12:00"), tick=False):
+        api.post(f"/subscriptions/{started.id}/change-plan", {
+            "product_id": started.product_id, "quantity": 2, "effective_at": "next_billing_date",
+            "proration_billing_mode": "prorated_immediately"})
+        answer = api.patch(f"/subscriptions/{started.id}", {"next_billing_date": "2026-04-20T10:00:00Z"})
+    assert answer.json["scheduled_change"]["effective_at"] == answer.json["next_billing_date"]
+    with time_machine.travel(at("2026-04-20 10:00"), tick=False):
+        billing.sweep()
+    assert Subscription.get_by_id(started.id).quantity == 2
+
+
 def test_a_date_after_the_end_of_the_term_is_refused(api, started):
     answer = api.patch(f"/subscriptions/{started.id}", {"next_billing_date": "2040-01-01T00:00:00Z"})
     assert answer.status_code == 422 and answer.json["code"] == "INVALID_NEXT_BILLING_DATE"

@@ -2,6 +2,7 @@
 and refused (404) by its pages and forms, the API and the dashboard say and change the same
 settings, and cancellation and plan changes follow the merchant's policy."""
 
+import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -315,6 +316,28 @@ def test_the_dashboard_edits_the_same_settings_the_api_reads(client, business, p
     assert setting["plan_change"]["products"] == [{"product_id": product.id, "switch_to": [],
                                                    "min_quantity": 1, "max_quantity": 3,
                                                    "proration": "next_billing_date"}]
+
+
+def test_a_rule_may_bound_quantities_without_limiting_the_plans_to_change_to(
+        ann, app, business, product, api, world):
+    merchant = merchant_client(app.test_client(), business)
+    page = merchant.get("/dashboard/customer-portal")
+    pro = re.search(rf'name="products-(\d+)-product_id"[^>]*value="{product.id}"', page.text)[1]
+    merchant.post("/dashboard/customer-portal", data={
+        "csrf_token": csrf_token(page.text), "plan_change_enabled": "y",
+        "cancellation_enabled": "y", "cancellation_mode": "customer_choice",
+        "quantity_change_enabled": "y", f"products-{pro}-product_id": product.id,
+        f"products-{pro}-min_quantity": "2", f"products-{pro}-max_quantity": "5",
+        f"products-{pro}-proration": "prorated_immediately"})
+    rules = api.get("/customer-portal/configuration").json["plan_change"]["products"]
+    assert rules == [{"product_id": product.id, "switch_to": None, "min_quantity": 2,
+                      "max_quantity": 5, "proration": "prorated_immediately"}]
+    assert "Team" in text(ann.get(f"/portal/subscriptions/{world['sub']}/plan"))
+    seats = ann.get(f"/portal/subscriptions/{world['sub']}/seats?quantity=6")
+    assert seats.status_code == 400 and "Enter a quantity from 2 to 5." in seats.text
+    api.patch("/customer-portal/configuration", {"plan_change": {"products": [
+        {"product_id": product.id, "max_quantity": 3}]}})
+    assert "Team" in text(ann.get(f"/portal/subscriptions/{world['sub']}/plan"))
 
 
 def test_the_dashboard_form_shows_what_is_wrong(client, business, product):

@@ -67,7 +67,8 @@ def _check_rules(rules: list[dict]):
     def refuse(message):
         raise ApiError(422, "INVALID_REQUEST_BODY", f"plan_change.products: {message}")
 
-    named = {rule["product_id"] for rule in rules} | {pid for rule in rules for pid in rule["switch_to"]}
+    named = ({rule["product_id"] for rule in rules}
+             | {pid for rule in rules for pid in rule["switch_to"] or ()})
     recurring = {p.id: p.is_recurring for p in owned(Product).where(Product.id.in_(list(named)))}
     if named - recurring.keys():
         raise ApiError(422, "INVALID_REQUEST_BODY",
@@ -81,7 +82,7 @@ def _check_rules(rules: list[dict]):
         if product_id in seen:
             refuse(f"{product_id} has two rules.")
         seen.add(product_id)
-        if product_id in rule["switch_to"]:
+        if product_id in (rule["switch_to"] or ()):
             refuse(f"{product_id} cannot switch to itself (its seats and add-ons change on "
                    f"their own).")
         if rule["max_quantity"] is not None and rule["max_quantity"] < rule["min_quantity"]:

@@ -1278,8 +1278,9 @@ class CancellationIn(In):
 
 class ProductRule(In):
     product_id: Id
-    switch_to: Annotated[list[Id], Field(max_length=100)] = Field(
-        description="The products a subscription of this product may change to.")
+    switch_to: Annotated[list[Id], Field(max_length=100)] | None = Field(
+        None, description="The products a subscription of this product may change to; null or "
+                          "left out: any other plan (the rule sets only quantities and proration).")
     min_quantity: Quantity = Field(1, description="The fewest a subscription of this product "
                                    "may have: its seat changes, and changes to it from another plan.")
     max_quantity: Quantity | None = Field(None, description="The most (null: 1,000), as "
@@ -1333,7 +1334,7 @@ class Cancellation(Out):
 
 class ProductRuleOut(Out):
     product_id: str
-    switch_to: list[str]
+    switch_to: list[str] | None
     min_quantity: int
     max_quantity: int | None
     proration: Proration
