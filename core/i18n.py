@@ -202,8 +202,8 @@ def plan_words(product: str, quantity: int, addons=()) -> str:
     plan = gettext("%(product)s × %(quantity)s", product=product, quantity=quantity)
     if not addons:
         return plan
-    named = [gettext("%(product)s × %(quantity)s", product=item["name"], quantity=item["quantity"])
-             for item in addons]
+    named = [gettext("%(product)s × %(quantity)s", product=item.get("name") or item["addon_id"],
+                     quantity=item["quantity"]) for item in addons]
     return gettext("%(plan)s with %(addons)s", plan=plan,
                    addons=format_list(named, locale=current_locale()))
 

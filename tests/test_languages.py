@@ -56,6 +56,23 @@ def test_the_catalog_translates_every_message_and_leaves_none_fuzzy(locale, tmp_
     assert missing == []
 
 
+@pytest.mark.parametrize("locale", [locale for locale in LOCALES if locale != "en"])
+def test_each_translation_reads_once_and_keeps_its_placeholders(locale):
+    with (TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po").open("rb") as source:
+        catalog = read_po(source, locale=locale)
+    wrong = []
+    for message in catalog:
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        wanted = set(re.findall(r"%\((\w+)\)", ids[-1]))
+        for string in strings:
+            half = len(string) // 2
+            if string and (string[:half] == string[half:] or set(re.findall(r"%\((\w+)\)", string))
+                           - wanted - {"num"}):
+                wrong.append(ids[0])
+    assert wrong == []
+
+
 def template_files():
     for name in CUSTOMER_TEMPLATES:
         path = ROOT / name
