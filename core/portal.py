@@ -498,8 +498,10 @@ def cancel(customer, subscription_id):
                          amount=format_money(refund.amount, refund.currency, current_locale()),
                          card=billing.card_label(refund.payment.payment_method)))
         return done(url_for(".subscription", subscription_id=sub.id))
-    return render("portal/cancel.html", sub=sub, form=form, whens=whens,
-                  feedback=reasons), 400 if form.errors else 200
+    refund_due = (portal_settings.unused_period(sub)
+                  if "now" in whens and policy["prorated_refund"] else None)
+    return render("portal/cancel.html", sub=sub, form=form, whens=whens, feedback=reasons,
+                  refund_due=refund_due), 400 if form.errors else 200
 
 
 def offer_words(discount, currency: str) -> dict:

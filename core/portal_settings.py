@@ -123,10 +123,11 @@ def cancel_whens(settings: dict) -> tuple[str, ...]:
     return {"immediately": ("now",), "at_period_end": ("period_end",)}.get(mode, ("period_end", "now"))
 
 
-def refund_unused_period(sub: Subscription, now: datetime | None = None) -> Refund | None:
-    """After an immediate cancel, refund the unused part of the period already paid: the
-    payment that paid for the current period, prorated to the day like a plan change, through
-    ``billing.refund_payment`` (never more than is left of it). ``None`` when nothing is due."""
+def unused_period(sub: Subscription, now: datetime | None = None) -> tuple[Payment, int] | None:
+    """The unused part of the period already paid, as an immediate cancel would refund it:
+    the payment that paid for the current period and its amount prorated to the day like a
+    plan change (never more than is left of it), in minor units; ``None`` when nothing is due.
+    The cancel page shows it before the customer confirms."""
     now = now or utcnow()
     paid = (Payment.select()
             .where((Payment.subscription == sub) & (Payment.status == "succeeded")
@@ -139,8 +140,16 @@ def refund_unused_period(sub: Subscription, now: datetime | None = None) -> Refu
     left_days = max((paid.period_end.date() - now.date()).days, 0)
     amount = min(billing.round_half_up(Fraction(paid.amount * left_days, period_days)),
                  billing.refundable(paid))
-    if amount <= 0:
+    return (paid, amount) if amount > 0 else None
+
+
+def refund_unused_period(sub: Subscription, now: datetime | None = None) -> Refund | None:
+    """After an immediate cancel, refund ``unused_period`` through ``billing.refund_payment``.
+    ``None`` when nothing is due."""
+    due = unused_period(sub, now)
+    if due is None:
         return None
+    paid, amount = due
     return billing.refund_payment(paid, amount, reason="Prorated refund of the unused period",
                                   initiated_by="merchant",
                                   metadata={"policy": "prorated_refund_on_cancel"})

@@ -207,6 +207,10 @@ def test_an_immediate_cancel_refunds_the_unused_part_of_the_period_when_the_merc
     ten_days = timedelta(days=10)  # the period began ten days ago
     Payment.update(period_start=paid.period_start - ten_days, period_end=paid.period_end - ten_days
                    ).where(Payment.id == paid.id).execute()
+    due = round(paid.amount * (period - 10) / period)
+    before = text(ann.get(f"/portal/subscriptions/{sub.id}/cancel"))
+    assert (f"€{due / 100:.2f} for the unused part of the period is refunded to Visa •••• 4242"
+            in before)  # told before confirming
     answer = post(ann, f"/portal/subscriptions/{sub.id}/cancel", {"when": "now"})
     page = text(ann.get(answer.headers["Location"]))
     [refund] = Refund.select()
