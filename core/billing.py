@@ -135,7 +135,8 @@ def recorded_price(sub: Subscription) -> dict:
 def price_lines(price: dict, kind: str | None = None) -> list[dict]:
     """One billing period of ``price`` as invoice lines: the plan, then each add-on."""
     return [line(kind, price["product_name"], price["quantity"], price["unit_amount"])] + [
-        line(kind, item.get("name") or item["addon_id"], item["quantity"], item["unit_amount"])
+        line(kind, item.get("name") or item["addon_id"], item["quantity"], item["unit_amount"],
+             addon_id=item["addon_id"])
         for item in price["addons"]]
 
 

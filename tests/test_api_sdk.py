@@ -411,6 +411,10 @@ def test_the_sdk_changes_plan_with_dodos_addons_and_effective_at(app, server):
                                          addons=[{"addon_id": support.id, "quantity": 1}],
                                          payment_method_id="pm_card_visa")
     assert created.recurring_pre_tax_amount == 3500
+    preview = c.subscriptions.preview_change_plan(created.subscription_id, product_id=yearly.product_id,
+                                                  quantity=1, proration_billing_mode="prorated_immediately")
+    assert [(item.type, item.name) for item in preview.immediate_charge.line_items] == [
+        ("subscription", "Pro Yearly"), ("addon", "Priority support")]  # a new cycle: each line
     later_on = c.subscriptions.change_plan(created.subscription_id, product_id=yearly.product_id,
                                            quantity=1, addons=[], effective_at="next_billing_date",
                                            proration_billing_mode="prorated_immediately")

@@ -909,6 +909,21 @@ class ChargeLine(Out):
     tax_rate: float | None
 
 
+class AddonChargeLine(Out):
+    id: str = Field(description="The add-on's id.")
+    type: Literal["addon"]
+    name: str
+    description: str | None
+    currency: Currency
+    quantity: int
+    unit_price: int
+    proration_factor: float
+    tax_category: str
+    tax_inclusive: bool
+    tax: int | None
+    tax_rate: float
+
+
 class ChargeSummary(Out):
     currency: Currency
     total_amount: int
@@ -922,7 +937,7 @@ class ChargeSummary(Out):
 
 class ImmediateCharge(Out):
     effective_at: datetime
-    line_items: list[ChargeLine]
+    line_items: list[Annotated[ChargeLine | AddonChargeLine, Field(discriminator="type")]]
     summary: ChargeSummary
 
 

@@ -256,14 +256,21 @@ def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
         period = (sub.next_billing_date - sub.previous_billing_date).days or 1
         left = max((sub.next_billing_date - datetime.now(UTC)).days, 0)
         factor = 1 if preview.new_cycle else round(left / period, 4)
+        addons = {a.id: a for a in Addon.select().where(Addon.id.in_(
+            [item["addon_id"] for item in preview.charge["lines"] if item.get("addon_id")]))}
         for item in preview.charge["lines"]:
-            lines.append({"id": sub.id, "type": "subscription", "product_id": product.id,
-                          "name": item["product_name"], "description": product.description,
-                          "currency": sub.currency, "quantity": item["quantity"],
-                          "unit_price": item["unit_amount"], "proration_factor": factor,
-                          "tax_inclusive": preview.charge["tax_inclusive"],
-                          "tax": preview.tax_due if item is preview.charge["lines"][0] else 0,
-                          "tax_rate": preview.price["tax_rate_bps"] / 10000})
+            common = {"currency": sub.currency, "quantity": item["quantity"],
+                      "unit_price": item["unit_amount"], "proration_factor": factor,
+                      "tax_inclusive": preview.charge["tax_inclusive"],
+                      "tax": preview.tax_due if item is preview.charge["lines"][0] else 0,
+                      "tax_rate": preview.price["tax_rate_bps"] / 10000}
+            addon = addons.get(item.get("addon_id"))
+            if addon is not None:  # Dodo's add-on line item
+                lines.append({**common, "id": addon.id, "type": "addon", "name": addon.name,
+                              "description": addon.description, "tax_category": addon.tax_category})
+            else:
+                lines.append({**common, "id": sub.id, "type": "subscription", "product_id": product.id,
+                              "name": item["product_name"], "description": product.description})
     credits = preview.charge["credit_applied"] if preview.charge else 0
     summary = {"currency": sub.currency, "total_amount": preview.amount_due, "tax": preview.tax_due,
                "settlement_amount": preview.amount_due, "settlement_currency": sub.currency,
