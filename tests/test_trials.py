@@ -372,3 +372,11 @@ def test_cancelling_in_the_portal_during_the_trial_charges_nothing(app, client, 
         assert answer.status_code in (302, 303)
     sweep_on(day(14))
     assert sub.refresh().status == "cancelled" and charges(sub) == []
+
+
+def test_the_dashboard_lists_each_products_free_trial(client, business, product, trial):
+    from test_portal_flows import sign_in_to_dashboard
+
+    sign_in_to_dashboard(client, business)
+    page = text(client.get("/dashboard/products"))
+    assert f"{trial.name} " in page and "14 days" in page and "none" in page
