@@ -39,7 +39,9 @@ from core.models import (
     MerchantUser,
     PortalSession,
     PortalToken,
+    Prepared,
     db,
+    instance,
     locked,
     utcnow,
 )
@@ -220,23 +222,47 @@ def sign_in_with_token(raw: str, ip=None, user_agent=None) -> PortalSession | No
 SESSION_COLUMNS = (PortalSession.id, PortalSession.created_at, PortalSession.business,
                    PortalSession.mode, PortalSession.customer, PortalSession.last_seen_at,
                    PortalSession.expires_at, PortalSession.return_url, PortalSession.flow)
+CUSTOMER_COLUMNS = (Customer.id, Customer.business, Customer.mode, Customer.email, Customer.name,
+                    Customer.preferred_locale)  # what every portal page uses of its customer
 BUSINESS_COLUMNS = (Business.id, Business.name, Business.logo, Business.brand_color,
                     Business.default_return_url, Business.support_email)  # what portal pages show
 
 
+def session_check() -> Prepared:
+    """The session check's query, its SQL written once per app (``init_app``): the session,
+    its customer's ``CUSTOMER_COLUMNS`` and its business's ``BUSINESS_COLUMNS``, if the session
+    is usable at ``now`` and was seen after ``idle_since``."""
+    return Prepared(PortalSession.select(*SESSION_COLUMNS, *CUSTOMER_COLUMNS, *BUSINESS_COLUMNS)
+                    .join(Customer, on=PortalSession.customer)
+                    .switch(PortalSession).join(Business, on=PortalSession.business)
+                    .where((PortalSession.id == Prepared.slot("id"))
+                           & PortalSession.revoked_at.is_null()
+                           & (PortalSession.expires_at > Prepared.slot("now", PortalSession.expires_at))
+                           & (PortalSession.last_seen_at
+                              > Prepared.slot("idle_since", PortalSession.last_seen_at))
+                           & Customer.blocked_at.is_null())
+                    .limit(1))
+
+
 def active_session(session_id: str) -> PortalSession | None:
     """The customer session ``session_id`` if it may still be used: not revoked, within its
-    lifetime and idle timeout, its customer not blocked. Notes the activity."""
+    lifetime and idle timeout, its customer not blocked. Notes the activity.
+
+    Its ``customer`` holds only ``CUSTOMER_COLUMNS`` and its ``business`` only
+    ``BUSINESS_COLUMNS``: what needs more of the customer reads it
+    (``CustomerUser.whole_customer``).
+    """
     now = utcnow()
-    record = (PortalSession.select(*SESSION_COLUMNS, Customer, *BUSINESS_COLUMNS)
-              .join(Customer, on=PortalSession.customer)
-              .switch(PortalSession).join(Business, on=PortalSession.business)
-              .where((PortalSession.id == session_id) & PortalSession.revoked_at.is_null()
-                     & (PortalSession.expires_at > now)
-                     & (PortalSession.last_seen_at > now - _idle_timeout())
-                     & Customer.blocked_at.is_null())
-              .first())
-    if record and record.last_seen_at < now - TOUCH_INTERVAL:
+    rows = current_app.extensions["portico.session_check"].rows(
+        id=session_id, now=now, idle_since=now - _idle_timeout())
+    if not rows:
+        return None
+    row, customer_at = rows[0], len(SESSION_COLUMNS)
+    business_at = customer_at + len(CUSTOMER_COLUMNS)
+    record = instance(PortalSession, SESSION_COLUMNS, row[:customer_at])
+    record.customer = instance(Customer, CUSTOMER_COLUMNS, row[customer_at:business_at])
+    record.business = instance(Business, BUSINESS_COLUMNS, row[business_at:])
+    if record.last_seen_at < now - TOUCH_INTERVAL:
         PortalSession.update(last_seen_at=now).where(PortalSession.id == record.id).execute()
     return record
 
@@ -486,12 +512,22 @@ def switch_mode(record: MerchantSession, mode: str):
 
 
 class CustomerUser(UserMixin):
-    """A signed-in customer: their portal session, its customer and business."""
+    """A signed-in customer: their portal session, its customer and business, as the session
+    check read them (``customer`` holds ``CUSTOMER_COLUMNS`` until ``whole_customer``)."""
 
     is_customer, is_merchant = True, False
 
     def __init__(self, record: PortalSession):
         self.session, self.customer, self.business = record, record.customer, record.business
+        self._whole = False
+
+    def whole_customer(self) -> Customer:
+        """The customer's whole record (address, tax id, metadata…), read from the database on
+        the first call of the request and kept as ``customer``: for what shows or changes more
+        than ``CUSTOMER_COLUMNS``, or hands the customer to billing or a payment provider."""
+        if not self._whole:
+            self.customer, self._whole = Customer.get_by_id(self.customer.id), True
+        return self.customer
 
     def get_id(self):
         return self.session.id
@@ -726,10 +762,11 @@ def _no_store(response):
 
 
 def init_app(app):
-    """Sign-in for ``app``: the login manager, rate limits (in Redis when ``REDIS_URL`` is set,
-    so every web process counts together), ``no-store`` on private pages, and tokens kept
-    out of the development server's access log."""
+    """Sign-in for ``app``: the login manager and the session check's SQL, rate limits (in
+    Redis when ``REDIS_URL`` is set, so every web process counts together), ``no-store`` on
+    private pages, and tokens kept out of the development server's access log."""
     login_manager.init_app(app)
+    app.extensions["portico.session_check"] = session_check()
     app.before_request(_forget_previous_request)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
     limiter.init_app(app)

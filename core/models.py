@@ -114,6 +114,58 @@ def is_sqlite() -> bool:
     return isinstance(db.obj, pw.SqliteDatabase)
 
 
+class Prepared:
+    """A query whose SQL peewee writes once, then run many times with fresh values.
+
+    Peewee writes a query's SQL from its model expressions each time it runs, which costs a
+    portal page more than the database does. Build the query once, with ``Prepared.slot(name,
+    field)`` wherever a value changes between runs, on the database it will run on (SQLite
+    writes ``?``, PostgreSQL ``%s``): ``Prepared(query)`` keeps the SQL text and the place of
+    each slot among its parameters. ``rows(**values)`` sends that text with the values in
+    their places (each converted by its slot's field, as peewee would) and returns the rows
+    as tuples, one value per selected column converted by its field (``python_value``);
+    ``instance`` makes a model instance of the columns a page needs as one.
+
+    Build them as the app is created, never in a request (a request changes no shared state).
+    """
+
+    class Slot:
+        """Where the value named ``name`` goes; ``field`` converts it (``db_value``)."""
+
+        def __init__(self, name: str, field: pw.Field | None):
+            self.name, self.field = name, field
+
+    @classmethod
+    def slot(cls, name: str, field: pw.Field | None = None) -> pw.Value:
+        """A parameter of the query, to place where a value would go (``Payment.id == slot``)."""
+        return pw.Value(cls.Slot(name, field), converter=False)
+
+    def __init__(self, query):
+        self.sql, self.params = query.sql()
+        self.converters = [column.python_value if isinstance(column, pw.Field) else None
+                           for column in query.selected_columns or ()]
+
+    def values(self, given: dict) -> list:
+        """The parameters to send with ``given`` (``{slot name: value}``) in their places."""
+        return [(p.field.db_value(given[p.name]) if p.field else given[p.name])
+                if isinstance(p, Prepared.Slot) else p for p in self.params]
+
+    def rows(self, **given) -> list[tuple]:
+        """Run the query with ``given`` slot values; its rows, converted column by column."""
+        cursor = db.execute_sql(self.sql, self.values(given))
+        converters = self.converters
+        return [tuple(value if convert is None or value is None else convert(value)
+                      for convert, value in zip(converters, row, strict=True))
+                for row in cursor.fetchall()]
+
+
+def instance(model, columns, values):
+    """A ``model`` instance holding ``values`` of ``columns`` (fields of ``model``), as peewee
+    builds one from a row: no defaults, no new id; a foreign key holds the related id."""
+    return model(__no_default__=True,
+                 **{column.name: value for column, value in zip(columns, values, strict=True)})
+
+
 @contextmanager
 def locked():
     """A write transaction that serialises with other writers: ``BEGIN IMMEDIATE`` on SQLite;

@@ -62,10 +62,12 @@ from core.models import (
     LicenseKeyInstance,
     Payment,
     PaymentMethod,
+    Prepared,
     Product,
     ProductAddon,
     Refund,
     Subscription,
+    instance,
     utcnow,
 )
 from core.money import format_money
@@ -105,7 +107,11 @@ REFUSALS = {  # BillingError codes a customer can meet here
 def portal_page(view):
     """A portal view: signed-in customers only, rendered with who they are and their business.
     A session limited to one flow (a deep link) opens only that flow's pages: others answer
-    404, as pages that do not exist (``core.portal_flows``)."""
+    404, as pages that do not exist (``core.portal_flows``).
+
+    The view gets the customer as the session check read it (``auth.CUSTOMER_COLUMNS``) to
+    show a page, and their whole record to change something (any method but GET and HEAD),
+    so billing, invoices and payment providers never see part of a customer."""
 
     @customer_required
     @wraps(view)
@@ -113,7 +119,9 @@ def portal_page(view):
         flow = current_user.session.flow
         if flow and not portal_flows.allows(flow, request.endpoint, request.view_args or {}):
             abort(404)
-        return view(current_user.customer, *args, **kwargs)
+        showing = request.method in ("GET", "HEAD")
+        customer = current_user.customer if showing else current_user.whole_customer()
+        return view(customer, *args, **kwargs)
 
     return wrapper
 
@@ -249,23 +257,86 @@ LISTED_REFUND = (Refund.id, Refund.created_at, Refund.mode, Refund.payment, Refu
 
 
 # --- Overview and billing history ------------------------------------------------------------------
+# Their queries' SQL is written once per app (``queries``, ``models.Prepared``): on these pages
+# peewee would otherwise spend more time writing it than the database spends answering.
+
+LISTED_INVOICE = (Invoice.id, Invoice.number, Invoice.mode)  # never the PDF bytes
+LISTED_KEY = (LicenseKey.id, LicenseKey.key, LicenseKey.status, LicenseKey.product)
+PRODUCT_NAME = (Product.id, Product.name)  # what the overview shows of a product
+PAGE_SHAPES = ("page", "after", "before")  # how a billing history page is found
+
+
+def queries() -> dict:
+    """The overview's and the billing history's queries, as ``models.Prepared`` for the
+    app's database; ``customer`` is a slot in each (a customer's id)."""
+    customer = Prepared.slot("customer")
+    found = {
+        "subscriptions": Prepared(
+            Subscription.select(*LISTED_SUBSCRIPTION, *PRODUCT_NAME)
+            .join(Product, on=(Subscription.product == Product.id))
+            .where((Subscription.customer == customer) & Subscription.status.in_(CURRENT))
+            .order_by(Subscription.created_at.desc())),
+        "recent payments": Prepared(
+            with_invoices(Payment.select(*LISTED))
+            .where((Payment.customer == customer) & (Payment.status == "succeeded"))
+            .order_by(Payment.created_at.desc()).limit(RECENT)),
+        "keys": Prepared(
+            LicenseKey.select(*LISTED_KEY, *PRODUCT_NAME).join(Product)
+            .where(LicenseKey.customer == customer)
+            .order_by(LicenseKey.created_at.desc()).limit(RECENT)),
+        "payment count": Prepared(Payment.select(fn.COUNT(Payment.id)).where(Payment.customer == customer)),
+    }
+    for shape in PAGE_SHAPES:
+        page = page_of_payments(shape)
+        found["payments", shape] = Prepared(
+            with_invoices(Payment.select(*LISTED)).where(Payment.id.in_(page))
+            .order_by(Payment.created_at.desc(), Payment.id.desc()))
+        found["refunds", shape] = Prepared(
+            Refund.select(*LISTED_REFUND)
+            .where(Refund.payment.in_(page) & (Refund.status != "failed"))
+            .order_by(Refund.created_at))
+    return found
+
+
+@bp.record_once
+def _prepare_queries(state):
+    state.app.extensions["portico.portal_queries"] = queries()
+    portal_settings.init_app(state.app)
+
+
+def run(name, **values) -> list[tuple]:
+    """The rows of the prepared query ``name`` (``queries``) with ``values`` in its slots."""
+    return current_app.extensions["portico.portal_queries"][name].rows(**values)
+
+
+def listed_payments(rows) -> list[Payment]:
+    """Payments read with ``with_invoices`` columns, each with its ``invoice`` (or ``None``)."""
+    payments, split = [], len(LISTED)
+    for row in rows:
+        payment = instance(Payment, LISTED, row[:split])
+        payment.invoice = instance(Invoice, LISTED_INVOICE, row[split:]) if row[split] else None
+        payments.append(payment)
+    return payments
+
+
+def with_product(model, columns, rows) -> list:
+    """``model`` records from ``rows`` (``columns``, then ``PRODUCT_NAME``), each with its
+    ``product``."""
+    records, split = [], len(columns)
+    for row in rows:
+        record = instance(model, columns, row[:split])
+        record.product = instance(Product, PRODUCT_NAME, row[split:])
+        records.append(record)
+    return records
 
 
 @bp.get("/")
 @portal_page
 def home(customer):
     """Overview: what needs action first, then subscriptions, recent invoices and license keys."""
-    current = list(Subscription.select(*LISTED_SUBSCRIPTION, Product.id, Product.name)
-                   .join(Product, on=(Subscription.product == Product.id))
-                   .where((Subscription.customer == customer) & Subscription.status.in_(CURRENT))
-                   .order_by(Subscription.created_at.desc()))
-    payments = list(with_invoices(Payment.select(*LISTED))
-                    .where((Payment.customer == customer) & (Payment.status == "succeeded"))
-                    .order_by(Payment.created_at.desc()).limit(RECENT))
-    keys = list(LicenseKey.select(LicenseKey.id, LicenseKey.key, LicenseKey.status, LicenseKey.product,
-                                  Product.id, Product.name).join(Product)
-                .where(LicenseKey.customer == customer)
-                .order_by(LicenseKey.created_at.desc()).limit(RECENT))
+    current = with_product(Subscription, LISTED_SUBSCRIPTION, run("subscriptions", customer=customer.id))
+    payments = listed_payments(run("recent payments", customer=customer.id))
+    keys = with_product(LicenseKey, LISTED_KEY, run("keys", customer=customer.id))
     return render("portal/home.html", on_hold=[s for s in current if s.status == "on_hold"],
                   subscriptions=current, payments=payments, keys=keys)
 
@@ -283,20 +354,21 @@ def billing_history(customer):
     bookmarked address) still finds it.
     """
     page = request.args.get("page", 1, type=int)
-    total = Payment.select().where(Payment.customer == customer).count()
+    total = run("payment count", customer=customer.id)[0][0]
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     if not 1 <= page <= pages:
         abort(404)
-    payments = list(with_invoices(Payment.select(*LISTED))
-                    .where(Payment.id.in_(page_of_payments(customer, page)))
-                    .order_by(Payment.created_at.desc(), Payment.id.desc()))
+    after, before = request.args.get("after"), request.args.get("before")
+    shape = "after" if after else "before" if before else "page"
+    where = {"customer": customer.id, "mark": after or before, "offset": (page - 1) * PAGE_SIZE}
+    payments = listed_payments(run(("payments", shape), **where))
     if not payments and total:
         abort(404)  # a cursor that is not one of the customer's payments
     refunds = {}
-    for refund in (Refund.select(*LISTED_REFUND)
-                   .where(Refund.payment.in_([p.id for p in payments]) & (Refund.status != "failed"))
-                   .order_by(Refund.created_at)):
-        refunds.setdefault(refund.payment_id, []).append(refund)
+    if payments:
+        for refund in run(("refunds", shape), **where):
+            refund = instance(Refund, LISTED_REFUND, refund)
+            refunds.setdefault(refund.payment_id, []).append(refund)
     for payment in payments:
         payment.shown_status = refunded_status(payment, refunds.get(payment.id, ()))
     return render("portal/billing.html", payments=payments, refunds=refunds, page=page,
@@ -327,23 +399,23 @@ def credit_note_pdf(customer, refund_id):
                                       headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def page_of_payments(customer, page: int):
-    """The ids of one page of the customer's payments, as a subquery: after (or before) the
-    payment named in the request, else by page number; invoices are joined to these rows
-    only, after the limit."""
+def page_of_payments(shape: str):
+    """The ids of one page of a customer's payments (slot ``customer``), as a subquery:
+    ``after`` (or ``before``) the payment in slot ``mark``, or for ``page`` the ``offset``-th
+    and the next; invoices are joined to these rows only, after the limit."""
+    customer = Prepared.slot("customer")
     mine = Payment.select(Payment.id).where(Payment.customer == customer).limit(PAGE_SIZE)
-    after, before = request.args.get("after"), request.args.get("before")
-    if after or before:
-        mark = Payment.select(Payment.created_at).where(
-            (Payment.id == (after or before)) & (Payment.customer == customer))
-        if after:
-            return mine.where((Payment.created_at < mark)
-                              | ((Payment.created_at == mark) & (Payment.id < after))
-                              ).order_by(Payment.created_at.desc(), Payment.id.desc())
-        return mine.where((Payment.created_at > mark)
-                          | ((Payment.created_at == mark) & (Payment.id > before))
-                          ).order_by(Payment.created_at, Payment.id)
-    return mine.order_by(Payment.created_at.desc(), Payment.id.desc()).offset((page - 1) * PAGE_SIZE)
+    if shape == "page":
+        return mine.order_by(Payment.created_at.desc(), Payment.id.desc()).offset(Prepared.slot("offset"))
+    mark_id = Prepared.slot("mark")
+    mark = Payment.select(Payment.created_at).where((Payment.id == mark_id) & (Payment.customer == customer))
+    if shape == "after":
+        return mine.where((Payment.created_at < mark)
+                          | ((Payment.created_at == mark) & (Payment.id < mark_id))
+                          ).order_by(Payment.created_at.desc(), Payment.id.desc())
+    return mine.where((Payment.created_at > mark)
+                      | ((Payment.created_at == mark) & (Payment.id > mark_id))
+                      ).order_by(Payment.created_at, Payment.id)
 
 
 @bp.get("/invoices/<invoice_id>.pdf")
@@ -1148,7 +1220,9 @@ class EmailChangeForm(FlaskForm):
         Email(lazy_gettext("Enter a valid e-mail address, such as name@example.com."))])
 
 
-def profile_page(customer, form=None, email_form=None, reauthenticate=False, status=200):
+def profile_page(form=None, email_form=None, reauthenticate=False, status=200):
+    """The profile: the signed-in customer's whole record, in a form."""
+    customer = current_user.whole_customer()
     address = customer.billing_address or {}
     if form is None:
         form = ProfileForm(region=address.get("country"), editable=settings()["profile_fields"], data={
@@ -1184,11 +1258,11 @@ def profile(customer):
     """Name, phone (stored E.164), language and billing details; the e-mail address has its
     own form."""
     if request.method == "GET":
-        return profile_page(customer)
+        return profile_page()
     form = ProfileForm(region=(customer.billing_address or {}).get("country"),
                        editable=settings()["profile_fields"])
     if not form.validate_on_submit():
-        return profile_page(customer, form=form, status=400)
+        return profile_page(form=form, status=400)
     changes = {"preferred_locale": language_code(form.locale.data)}
     for name, value in (("name", lambda: form.name.data.strip()), ("phone", lambda: form.e164),
                         ("country", lambda: form.address), ("tax_id", lambda: form.checked_tax_id)):
@@ -1222,14 +1296,14 @@ def change_email(customer):
     """Ask for a new address: a confirmation link goes there; nothing changes until it is used."""
     form = EmailChangeForm()
     if not form.validate_on_submit():
-        return profile_page(customer, email_form=form, status=400)
+        return profile_page(email_form=form, status=400)
     try:
         auth.request_email_change(current_user.session, form.email.data, client_ip())
     except auth.ReauthenticationRequired:
-        return profile_page(customer, email_form=form, reauthenticate=True, status=403)
+        return profile_page(email_form=form, reauthenticate=True, status=403)
     except ValueError:
         form.email.errors.append(_("Enter a valid e-mail address, such as name@example.com."))
-        return profile_page(customer, email_form=form, status=400)
+        return profile_page(email_form=form, status=400)
     flash(_("We sent a confirmation link to %(email)s. Your address changes when you open it.",
             email=form.email.data.strip()))
     return redirect(url_for(".profile"), 303)

@@ -15,11 +15,20 @@ import copy
 from datetime import datetime
 from fractions import Fraction
 
-from flask import request
+from flask import current_app, request
 from peewee import IntegrityError
 
 from core import billing
-from core.models import Payment, PortalConfiguration, Product, Refund, Subscription, db, utcnow
+from core.models import (
+    Payment,
+    PortalConfiguration,
+    Prepared,
+    Product,
+    Refund,
+    Subscription,
+    db,
+    utcnow,
+)
 
 REASONS = ("too_expensive", "missing_features", "switched_service", "unused", "customer_service",
            "low_quality", "too_complex", "other")  # Dodo's CancellationFeedback values
@@ -75,11 +84,23 @@ def save(business_id: str, mode: str, changes: dict) -> dict:
 
 def current(business_id: str, mode: str) -> dict:
     """The settings for this request: read once per request (kept on the request itself, never
-    beyond it), so the next request sees any change."""
+    beyond it), so the next request sees any change; what ``load`` gives, by the app's
+    prepared query (``init_app``)."""
     memo = request.environ.setdefault("portico.portal_settings", {})
     if (business_id, mode) not in memo:
-        memo[business_id, mode] = load(business_id, mode)[0]
+        rows = current_app.extensions["portico.portal_settings"].rows(business=business_id, mode=mode)
+        memo[business_id, mode] = merged(DEFAULTS, rows[0][0]) if rows else copy.deepcopy(DEFAULTS)
     return memo[business_id, mode]
+
+
+def init_app(app):
+    """Write the SQL of ``current``'s query once for ``app``'s database (``models.Prepared``):
+    every portal page runs it."""
+    app.extensions["portico.portal_settings"] = Prepared(
+        PortalConfiguration.select(PortalConfiguration.settings)
+        .where((PortalConfiguration.business == Prepared.slot("business"))
+               & (PortalConfiguration.mode == Prepared.slot("mode")))
+        .limit(1))
 
 
 def product_rule(settings: dict, product_id: str) -> dict | None:
