@@ -116,7 +116,10 @@ def test_the_portal_profile_offers_download_my_data(client, everything, ann):
     download = client.post("/portal/profile/my-data.json", data={"csrf_token": csrf_token(profile.text)})
     assert download.status_code == 200
     assert download.headers["Content-Disposition"].startswith("attachment")
-    assert json.loads(download.text)["customer"]["id"] == ann.id
+    mine = json.loads(download.text)["customer"]
+    assert mine["id"] == ann.id and mine["email"] == "ann@example.com"
+    assert mine["phone_number"] == "+33612345678" and mine["tax_id"] == "FR12345678901"
+    assert mine["billing_address"]["city"] == "Paris"
 
 
 # --- Erasure -------------------------------------------------------------------------------
