@@ -38,6 +38,13 @@ def test_the_pages_benchmark_compares_each_page_with_the_bare_route(services):
     assert "invoice PDF, cached" in report
 
 
+def test_the_profile_benchmark_splits_each_pages_time_by_part_of_the_stack(services):
+    report = bench("pages_profile.py", "-n", "25", "--requests", "4")
+    for page in ("overview", "billing history", "billing history, page 2"):
+        assert f"  {page}: " in report
+    assert "ms per request" in report and "peewee" in report and "Werkzeug and Flask" in report
+
+
 def test_the_scale_benchmark_measures_a_customer_alone_and_in_a_crowd(services):
     report = bench("scale.py", "--own", "45", "--customers", "30", "--payments", "300",
                    "--seconds", "0.3", "--rounds", "1")
