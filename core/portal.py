@@ -438,8 +438,10 @@ def invoice_pdf(customer, invoice_id):
 @bp.get("/subscriptions")
 @portal_page
 def subscriptions(customer):
-    """Active subscriptions first, then past ones."""
-    subs = list(subscriptions_of(customer).order_by(Subscription.created_at.desc()))
+    """Active subscriptions first, then past ones (read with only the columns the list shows)."""
+    subs = list(Subscription.select(*LISTED_SUBSCRIPTION, Subscription.quantity, Product.id, Product.name)
+                .join(Product, on=(Subscription.product == Product.id))
+                .where(Subscription.customer == customer).order_by(Subscription.created_at.desc()))
     return render("portal/subscriptions.html", current=[s for s in subs if s.status in CURRENT],
                   past=[s for s in subs if s.status not in CURRENT])
 
