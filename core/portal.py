@@ -276,6 +276,10 @@ def queries() -> dict:
             .join(Product, on=(Subscription.product == Product.id))
             .where((Subscription.customer == customer) & Subscription.status.in_(CURRENT))
             .order_by(Subscription.created_at.desc())),
+        "every subscription": Prepared(
+            Subscription.select(*LISTED_SUBSCRIPTION, Subscription.quantity, *PRODUCT_NAME)
+            .join(Product, on=(Subscription.product == Product.id))
+            .where(Subscription.customer == customer).order_by(Subscription.created_at.desc())),
         "recent payments": Prepared(
             with_invoices(Payment.select(*LISTED))
             .where((Payment.customer == customer) & (Payment.status == "succeeded"))
@@ -439,9 +443,8 @@ def invoice_pdf(customer, invoice_id):
 @portal_page
 def subscriptions(customer):
     """Active subscriptions first, then past ones (read with only the columns the list shows)."""
-    subs = list(Subscription.select(*LISTED_SUBSCRIPTION, Subscription.quantity, Product.id, Product.name)
-                .join(Product, on=(Subscription.product == Product.id))
-                .where(Subscription.customer == customer).order_by(Subscription.created_at.desc()))
+    subs = with_product(Subscription, (*LISTED_SUBSCRIPTION, Subscription.quantity),
+                        run("every subscription", customer=customer.id))
     return render("portal/subscriptions.html", current=[s for s in subs if s.status in CURRENT],
                   past=[s for s in subs if s.status not in CURRENT])
 
@@ -860,7 +863,7 @@ def change_addons(customer, subscription_id):
                   for addon in offered}
         message = None if not unchanged else (
             _("These are your add-ons now: change a quantity to see the price.")
-            if addons is sub.addons else
+            if addons == sub.addons else
             _("These are your add-ons from %(date)s: change a quantity to see the price.",
               date=format_day(sub.next_billing_date)))
         return render("portal/addons.html", sub=sub, offered=offered, values=values, errors=errors,

@@ -256,8 +256,8 @@ def preview_change_plan(subscription_id: str, body: schemas.ChangePlan):
         period = (sub.next_billing_date - sub.previous_billing_date).days or 1
         left = max((sub.next_billing_date - datetime.now(UTC)).days, 0)
         factor = 1 if preview.new_cycle else round(left / period, 4)
-        addons = {a.id: a for a in Addon.select().where(Addon.id.in_(
-            [item["addon_id"] for item in preview.charge["lines"] if item.get("addon_id")]))}
+        ids = [item["addon_id"] for item in preview.charge["lines"] if item.get("addon_id")]
+        addons = {a.id: a for a in Addon.select().where(Addon.id.in_(ids))} if ids else {}
         for item in preview.charge["lines"]:
             common = {"currency": sub.currency, "quantity": item["quantity"],
                       "unit_price": item["unit_amount"], "proration_factor": factor,
